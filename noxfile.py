@@ -1,0 +1,90 @@
+"""otelgate's entry points. `nox -s tests` is what CI runs (see README.md)."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+PYTHON = "3.11"
+ARTIFACTS = "artifacts"
+
+
+def _install(session: nox.Session, *extras: str) -> None:
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", spec)
+
+
+def _ensure_collector(session: nox.Session) -> None:
+    """Build otelgate's collector distribution into the cache if the manifest changed (no-op when cached)."""
+    session.run("python", "-m", "otelgate", "collector", "--ensure")
+
+
+def _junit(name: str) -> str:
+    return f"--junitxml={ARTIFACTS}/junit-{name}.xml"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Unit tests, the suites and negative controls on the local stack, static checks of the cluster manifests."""
+    _install(session, "test", "kube", "load")
+    _ensure_collector(session)
+    # In CI nothing may be skipped: a missing collector (or any other stack part) is a failure there.
+    session.env["OTELGATE_REQUIRE_COLLECTOR"] = "1"
+    session.run("pytest", "tests", "suites", "--stack=local", _junit("tests"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def collector(session: nox.Session) -> None:
+    """Build otelgate's collector distribution (cached by the manifest's hash); print build time and size."""
+    _install(session)
+    session.run("python", "-m", "otelgate", "collector", "--build", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def local(session: nox.Session) -> None:
+    """The suites on the local stack (the main job on a machine without Docker)."""
+    _install(session, "test")
+    _ensure_collector(session)
+    session.run("pytest", "suites", "--stack=local", _junit("local"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """The suites on a kind cluster (needs Docker, kind, kubectl, helm)."""
+    _install(session, "test", "kube")
+    session.run("python", "-m", "otelgate", "up", "--stack=kind", "--check-prerequisites")
+    session.run("pytest", "suites", "--stack=kind", _junit("e2e"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def docker(session: nox.Session) -> None:
+    """The suites on the docker stack: real Kong and the contrib collector in containers (needs Docker)."""
+    _install(session, "test", "docker")
+    session.run("python", "-m", "otelgate", "up", "--stack=docker", "--check-prerequisites")
+    session.run("pytest", "suites", "--stack=docker", _junit("docker"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def load(session: nox.Session) -> None:
+    """The sampling-rate sweep under locust load, with its report (pass options after `--`)."""
+    _install(session, "load")
+    if "--stack=kind" not in session.posargs and "kind" not in session.posargs:
+        _ensure_collector(session)
+    session.run("python", "-m", "loadtests.sweep", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff and mypy."""
+    _install(session, "lint", "test")
+    session.run("ruff", "check", "otelgate", "fixtures", "suites", "tests", "loadtests", "benchmarks", "noxfile.py")
+    session.run("mypy")
+
+
+if os.environ.get("CI"):
+    nox.options.error_on_missing_interpreters = True

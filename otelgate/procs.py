@@ -1,0 +1,148 @@
+"""Child processes that never outlive otelgate: started in their own process group, output captured to a file,
+readiness polled with a bound, stopped with SIGTERM then SIGKILL. Also free-port allocation on 127.0.0.1."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from otelgate.waiting import poll_until
+
+_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host`` (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+class ProcessDied(RuntimeError):
+    pass
+
+
+class ManagedProcess:
+    """One child process with its output in ``log_path``."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,  # own process group: stop() reaches grandchildren too
+        )
+        log.close()
+        _LIVE.add(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None, f"{self.name} was not started"
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.popen is not None and self.popen.poll() is not None:
+            raise ProcessDied(
+                f"{self.name} exited with code {self.popen.returncode}; log {self.log_path}:\n{self.log_tail()}"
+            )
+
+    def wait_ready(self, probe: Callable[[], bool], what: str, timeout: float) -> None:
+        """Poll ``probe`` until it is true; fail at once if the process dies meanwhile."""
+
+        def observe() -> bool:
+            self.check_alive()
+            return probe()
+
+        try:
+            poll_until(observe, bool, what=f"{self.name}: {what}", timeout=timeout, interval=0.1,
+                       retry_on=(OSError, ConnectionError, TimeoutError, ValueError))
+        except ProcessDied:
+            raise
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- {self.name} log tail ({self.log_path}) ---\n{self.log_tail()}") from exc
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=grace)
+        # the group may still hold stragglers (e.g. a reloader child)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    """Run a module with the current interpreter (the one otelgate is installed in)."""
+    return [sys.executable, "-m", module, *args]
+
+
+@atexit.register
+def _stop_all() -> None:
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop(grace=2.0)
+
+
+def wait_port_free(host: str, port: int, timeout: float = 5.0) -> None:
+    poll_until(lambda: port_is_open(host, port), lambda is_open: not is_open,
+               what=f"port {host}:{port} to be released", timeout=timeout)
+
+
