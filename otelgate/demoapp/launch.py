@@ -1,0 +1,87 @@
+"""Start a demo service under the OpenTelemetry zero-code instrumentation exactly as the Operator injects it.
+
+The Operator's Python injection (operator 0.158 ``internal/instrumentation/python.go``) does not wrap the command: it
+puts the ``auto_instrumentation`` directory first on ``PYTHONPATH`` so that its ``sitecustomize.py`` calls
+``initialize()`` at interpreter start, and sets the exporter env. We take the same route rather than the
+``opentelemetry-instrument`` wrapper (which ends in the same ``initialize()`` after an ``execl`` through a ``PATH``
+lookup): it is the pod's start path byte for byte, needs no executable on ``PATH``, and keeps the process we
+supervise the service itself, not a wrapper.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import opentelemetry.instrumentation.auto_instrumentation as _auto_instrumentation
+
+from otelgate.demoapp.services import SERVICES
+
+# Test timings. The SDK defaults (5 s span batch delay, 60 s metric interval) make a test wait seconds for data the
+# service produced in milliseconds; shorter intervals keep the stack's canary and the suites fast without changing
+# what is exported.
+TEST_BSP_SCHEDULE_DELAY_MS = 200
+TEST_METRIC_EXPORT_INTERVAL_MS = 2000
+NAMESPACE = "default"
+
+
+def auto_instrumentation_dir() -> Path:
+    """The directory whose ``sitecustomize.py`` initializes the instrumentation (the Operator's PYTHONPATH entry)."""
+    return Path(_auto_instrumentation.__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Instrumentation:
+    """The ``Instrumentation`` resource's effect on a Python container, for the local stack."""
+
+    otlp_endpoint: str                             # e.g. http://127.0.0.1:<collector otlp http port>
+    sampler: str = "parentbased_traceidratio"
+    sampler_arg: str = "1.0"
+    propagators: tuple[str, ...] = ("tracecontext", "baggage")
+    bsp_schedule_delay_ms: int = TEST_BSP_SCHEDULE_DELAY_MS
+    metric_export_interval_ms: int = TEST_METRIC_EXPORT_INTERVAL_MS
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    def env(self, service: str, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The process env: ``base_env`` without inherited ``OTEL_*`` variables, plus what the Operator injects."""
+        base = dict(os.environ if base_env is None else base_env)
+        env = {key: value for key, value in base.items() if not key.startswith("OTEL_")}
+        pythonpath = [str(auto_instrumentation_dir())]
+        if base.get("PYTHONPATH"):
+            pythonpath.append(base["PYTHONPATH"])
+        pod = f"{service}-local"
+        env.update({
+            "PYTHONPATH": os.pathsep.join(pythonpath),
+            "PYTHONUNBUFFERED": "1",
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "otlp",
+            "OTEL_PROPAGATORS": ",".join(self.propagators),
+            "OTEL_TRACES_SAMPLER": self.sampler,
+            "OTEL_TRACES_SAMPLER_ARG": self.sampler_arg,
+            "OTEL_BSP_SCHEDULE_DELAY": str(self.bsp_schedule_delay_ms),
+            "OTEL_METRIC_EXPORT_INTERVAL": str(self.metric_export_interval_ms),
+            # what the Operator adds from the pod (sdk.go); names as a Deployment `<service>` would give them
+            "OTEL_RESOURCE_ATTRIBUTES": ",".join([
+                f"k8s.namespace.name={NAMESPACE}",
+                f"k8s.deployment.name={service}",
+                f"k8s.pod.name={pod}",
+                f"k8s.container.name={service}",
+                f"service.instance.id={NAMESPACE}.{pod}.{service}",
+            ]),
+        })
+        env.update(self.extra_env)
+        return env
+
+
+def service_argv(service: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The container command: the demo service itself (the instrumentation comes in through ``PYTHONPATH``)."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown demo service {service!r}; choose one of {', '.join(SERVICES)}")
+    return [sys.executable, "-m", "otelgate.demoapp", service, "--host", host, "--port", str(port)]
