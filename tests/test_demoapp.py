@@ -1,4 +1,4 @@
-"""The demo services: their API (in-process), and the real zero-code instrumentation's W3C parent links (processes)."""
+"""The demo services: their API (in process), and the real zero-code instrumentation's W3C links."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from otelgate.demoapp.launch import Instrumentation, auto_instrumentation_dir, s
 from otelgate.procs import ManagedProcess, free_port, port_is_open
 from otelgate.waiting import poll_until
 
-# --- the API, in process -------------------------------------------------------------------------------------------
+# --- the API, in process ---
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,8 @@ def test_membership_answer_is_deterministic_per_user() -> None:
     assert client.get("/isMember?userId=alice").get_json() == first
 
 
-def test_coupon_answers_an_error_instead_of_hanging_when_membership_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_coupon_answers_an_error_instead_of_hanging_when_membership_is_down(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     dead_port = free_port()  # nothing listens there
     monkeypatch.setenv("MEMBERSHIP_SERVICE_HOST", f"127.0.0.1:{dead_port}")
     client = create_app("coupon").test_client()
@@ -116,11 +117,11 @@ def test_instrumentation_env_is_what_the_operator_injects() -> None:
     assert env["PATH"] == "/bin"
 
 
-# --- the real instrumentation, in processes ------------------------------------------------------------------------
+# --- the real instrumentation, in processes ---
 
 
 class _OtlpTraceReceiver:
-    """A minimal OTLP/HTTP protobuf receiver that keeps spans with their service name (test-local, not the sink)."""
+    """A minimal OTLP/HTTP protobuf receiver keeping spans with their service name (test-local)."""
 
     def __init__(self) -> None:
         self.spans: list[tuple[str, Span]] = []
@@ -129,7 +130,7 @@ class _OtlpTraceReceiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.content_types.add(self.headers.get("Content-Type", ""))
                 reply = b""
@@ -221,5 +222,5 @@ def test_services_stop_cleanly_and_release_their_ports(receiver: _OtlpTraceRecei
     assert not proc.alive()
     assert not port_is_open("127.0.0.1", port)
     # SIGTERM is a normal exit, so the last batch is flushed rather than lost
-    poll_until(lambda: [s.name for svc, s in receiver.spans if svc == "pricing"], lambda names: "GET /price" in names,
-               what="pricing's span flushed at shutdown", timeout=5)
+    poll_until(lambda: [s.name for svc, s in receiver.spans if svc == "pricing"],
+               lambda names: "GET /price" in names, what="pricing's span flushed at shutdown", timeout=5)

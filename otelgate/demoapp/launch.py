@@ -1,11 +1,11 @@
 """Start a demo service under the OpenTelemetry zero-code instrumentation exactly as the Operator injects it.
 
-The Operator's Python injection (operator 0.158 ``internal/instrumentation/python.go``) does not wrap the command: it
-puts the ``auto_instrumentation`` directory first on ``PYTHONPATH`` so that its ``sitecustomize.py`` calls
-``initialize()`` at interpreter start, and sets the exporter env. We take the same route rather than the
-``opentelemetry-instrument`` wrapper (which ends in the same ``initialize()`` after an ``execl`` through a ``PATH``
-lookup): it is the pod's start path byte for byte, needs no executable on ``PATH``, and keeps the process we
-supervise the service itself, not a wrapper.
+The Operator's Python injection (operator 0.158 ``internal/instrumentation/python.go``) does not wrap the
+command: it puts the ``auto_instrumentation`` directory first on ``PYTHONPATH`` so that its
+``sitecustomize.py`` calls ``initialize()`` at interpreter start, and sets the exporter env. We take the same
+route rather than the ``opentelemetry-instrument`` wrapper (which ends in the same ``initialize()`` after an
+``execl`` through a ``PATH`` lookup): it is the pod's start path byte for byte, needs no executable on
+``PATH``, and keeps the process we supervise the service itself, not a wrapper.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import opentelemetry.instrumentation.auto_instrumentation as _auto_instrumentati
 
 from otelgate.demoapp.services import SERVICES
 
-# Test timings. The SDK defaults (5 s span batch delay, 60 s metric interval) make a test wait seconds for data the
-# service produced in milliseconds; shorter intervals keep the stack's canary and the suites fast without changing
-# what is exported.
+# Test timings. The SDK defaults (5 s span batch delay, 60 s metric interval) make a test wait seconds
+# for data the service produced in milliseconds; shorter intervals keep the stack's canary and the suites
+# fast without changing what is exported.
 TEST_BSP_SCHEDULE_DELAY_MS = 200
 TEST_METRIC_EXPORT_INTERVAL_MS = 2000
 NAMESPACE = "default"
 
 
 def auto_instrumentation_dir() -> Path:
-    """The directory whose ``sitecustomize.py`` initializes the instrumentation (the Operator's PYTHONPATH entry)."""
+    """The directory whose ``sitecustomize.py`` initializes the instrumentation (Operator's PYTHONPATH)."""
     return Path(_auto_instrumentation.__file__).resolve().parent
 
 
@@ -46,7 +46,7 @@ class Instrumentation:
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     def env(self, service: str, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The process env: ``base_env`` without inherited ``OTEL_*`` variables, plus what the Operator injects."""
+        """The process env: ``base_env`` without inherited ``OTEL_*`` variables, plus the Operator's."""
         base = dict(os.environ if base_env is None else base_env)
         env = {key: value for key, value in base.items() if not key.startswith("OTEL_")}
         pythonpath = [str(auto_instrumentation_dir())]
@@ -81,7 +81,7 @@ class Instrumentation:
 
 
 def service_argv(service: str, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The container command: the demo service itself (the instrumentation comes in through ``PYTHONPATH``)."""
+    """The container command: the demo service itself (instrumentation comes in through ``PYTHONPATH``)."""
     if service not in SERVICES:
         raise ValueError(f"unknown demo service {service!r}; choose one of {', '.join(SERVICES)}")
     return [sys.executable, "-m", "otelgate.demoapp", service, "--host", host, "--port", str(port)]

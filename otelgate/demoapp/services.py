@@ -5,7 +5,7 @@ API (as the cluster's demo images, see the prior-art reference §2.8):
   Unlike the upstream Node image (whose request hangs when membership fails), coupon calls membership with a
   client timeout and answers 502 with a JSON error, so a broken hop shows up as an error, never as a hang.
 - membership: ``GET /isMember?userId=``.
-- inventory: ``GET /inventory``, ``POST /buy?id=`` (sleeps like the upstream image; see ``INVENTORY_BUY_DELAY_S``).
+- inventory: ``GET /inventory``, ``POST /buy?id=`` (sleeps as upstream: ``INVENTORY_BUY_DELAY_S``).
 - pricing: ``GET /price?id=``.
 Every service also answers ``GET /healthz`` (the stack's readiness probe).
 """
