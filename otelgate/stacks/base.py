@@ -24,6 +24,7 @@ class StackSettings:
     # Collector faults
     drop_processors: tuple[str, ...] = ()       # processor ids removed from every pipeline (e.g. "cumulative_to_delta")
     exporter_token: str | None = None           # token the collector sends (None = the sink's real token)
+    collector_running: bool = True              # False stops the collector (the "collector down mid-run" control)
 
     def with_changes(self, **changes: Any) -> StackSettings:
         return replace(self, **changes)

@@ -1,0 +1,103 @@
+"""Log assertions over normalized log records: Kong access logs (tcp-log lines parsed by the collector) carry a
+clean ``trace_id`` — 32 lowercase hex, non-zero, not a map, not prefixed — equal to the LogRecord trace id, and it
+joins a stored trace whose root ``kong.request.id`` is the line's ``request.id``."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from otelgate.expect.errors import ExpectationFailed, require
+
+LogRecord = Mapping[str, Any]
+CLEAN_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+ZERO_TRACE_ID = "0" * 32
+
+
+def is_kong_access_log(record: LogRecord) -> bool:
+    """A record parsed from Kong's log serializer (tcp-log): it has ``request.id`` and ``started_at``."""
+    attributes = record.get("attributes", {})
+    request = attributes.get("request")
+    return isinstance(request, Mapping) and "id" in request and "started_at" in attributes
+
+
+def kong_access_logs(records: Sequence[LogRecord]) -> list[LogRecord]:
+    return [r for r in records if is_kong_access_log(r)]
+
+
+def request_id(record: LogRecord) -> str:
+    return str(record["attributes"]["request"]["id"])
+
+
+def trace_id_problem(value: Any) -> str | None:
+    """Why ``value`` is not a clean trace id, or None when it is."""
+    if value is None:
+        return "no trace_id field"
+    if isinstance(value, Mapping):
+        return f"trace_id is a map {json.dumps(value)} (Kong's default serializer shape, not unwrapped)"
+    if not isinstance(value, str):
+        return f"trace_id is a {type(value).__name__}: {value!r}"
+    if not CLEAN_TRACE_ID.fullmatch(value):
+        return f"trace_id {value!r} is not 32 lowercase hex characters"
+    if value == ZERO_TRACE_ID:
+        return "trace_id is all zeros"
+    return None
+
+
+def _line(record: LogRecord) -> str:
+    attributes = record.get("attributes", {})
+    request = attributes.get("request", {})
+    return (f"  request.id={request.get('id') if isinstance(request, Mapping) else None} "
+            f"uri={request.get('uri') if isinstance(request, Mapping) else None} "
+            f"trace_id attr={json.dumps(attributes.get('trace_id'))} LogRecord.trace_id={record.get('trace_id')!r}")
+
+
+def assert_clean_trace_ids(records: Sequence[LogRecord], min_records: int = 1) -> None:
+    """Every Kong access-log record has a clean ``trace_id`` attribute equal to its LogRecord trace id."""
+    access = kong_access_logs(records)
+    require("Kong access-log records", access, min_records)
+    bad: list[str] = []
+    for record in access:
+        problem = trace_id_problem(record.get("attributes", {}).get("trace_id"))
+        if problem is None and record.get("trace_id") != record["attributes"]["trace_id"]:
+            problem = "LogRecord.trace_id differs from the trace_id attribute"
+        if problem:
+            bad.append(f"{problem}\n{_line(record)}")
+    if bad:
+        cause = "WRAPPED_TRACE_ID" if any("is a map" in b for b in bad) else "UNCLEAN_TRACE_ID"
+        raise ExpectationFailed(cause, f"{len(bad)} of {len(access)} access-log record(s) lack a clean trace_id",
+                                "\n".join(bad[:10]))
+
+
+def assert_joins_traces(records: Sequence[LogRecord], spans: Sequence[Mapping[str, Any]]) -> None:
+    """Each access-log record's trace id names a stored trace whose Kong root has the same request id."""
+    access = kong_access_logs(records)
+    require("Kong access-log records", access)
+    roots = {s["trace_id"]: s for s in spans if s["name"] == "kong"}
+    unjoined: list[str] = []
+    for record in access:
+        root = roots.get(str(record.get("trace_id")))
+        if root is None:
+            unjoined.append(f"no stored Kong trace with this id\n{_line(record)}")
+        elif root.get("attributes", {}).get("kong.request.id") != request_id(record):
+            unjoined.append(f"trace root has kong.request.id={root['attributes'].get('kong.request.id')}\n"
+                            f"{_line(record)}")
+    if unjoined:
+        raise ExpectationFailed("LOG_TRACE_JOIN", f"{len(unjoined)} access-log record(s) do not join a trace",
+                                "\n".join(unjoined[:10]))
+
+
+def assert_one_record_per_request(records: Sequence[LogRecord], request_ids: Sequence[str]) -> None:
+    """Exactly one access-log record for each request id the client saw, and none extra."""
+    require("requests sent", list(request_ids))
+    seen = [request_id(r) for r in kong_access_logs(records)]
+    wanted = set(request_ids)
+    missing = sorted(wanted - set(seen))
+    duplicates = sorted({rid for rid in seen if seen.count(rid) > 1 and rid in wanted})
+    if missing or duplicates:
+        raise ExpectationFailed("LOG_COUNT_MISMATCH",
+                                f"{len(request_ids)} requests sent; missing {len(missing)} record(s), "
+                                f"{len(duplicates)} duplicated",
+                                f"  missing: {missing[:10]}\n  duplicated: {duplicates[:10]}")

@@ -1,0 +1,133 @@
+"""Metric assertions over normalized points (see docs/interfaces.md): DELTA temporality, contiguous windows per
+series, request counts that match the traffic sent, the deployment attribute, and no rejections at the sink."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from otelgate.expect.errors import ExpectationFailed, require
+
+Point = Mapping[str, Any]
+AGGREGATED_TYPES = ("sum", "histogram", "exponential_histogram")
+
+
+def series_key(point: Point) -> str:
+    """Name, point attributes and the resource identity: one key per time series."""
+    resource = point.get("resource", {})
+    identity = {k: resource.get(k) for k in ("service.name", "service.instance.id") if k in resource}
+    return json.dumps([point["name"], point.get("attributes", {}), identity], sort_keys=True, default=str)
+
+
+def _describe(point: Point) -> str:
+    value = point.get("value", point.get("count"))
+    return (f"{point['name']}{json.dumps(point.get('attributes', {}), sort_keys=True)} type={point.get('type')} "
+            f"temporality={point.get('temporality')} value={value} "
+            f"window=[{point.get('start_unix_nano')}, {point.get('time_unix_nano')}]")
+
+
+def _listing(points: Iterable[Point], limit: int = 15) -> str:
+    points = list(points)
+    lines = [f"  {_describe(p)}" for p in points[:limit]]
+    if len(points) > limit:
+        lines.append(f"  ... and {len(points) - limit} more")
+    return "\n".join(lines)
+
+
+def assert_all_delta(points: Sequence[Point], min_points: int = 1) -> None:
+    """Every sum and histogram point is DELTA (gauges carry no temporality)."""
+    aggregated = [p for p in points if p.get("type") in AGGREGATED_TYPES]
+    require("sum/histogram points", aggregated, min_points)
+    cumulative = [p for p in aggregated if p.get("temporality") != "DELTA"]
+    if cumulative:
+        names = sorted({p["name"] for p in cumulative})
+        raise ExpectationFailed("CUMULATIVE_POINTS", f"{len(cumulative)} point(s) are not DELTA: {', '.join(names)}",
+                                _listing(cumulative))
+
+
+def assert_contiguous_windows(points: Sequence[Point], min_points: int = 2) -> None:
+    """Per series, consecutive DELTA windows neither overlap nor leave a gap (start of one == end of previous)."""
+    by_series: dict[str, list[Point]] = {}
+    for point in points:
+        if point.get("type") in AGGREGATED_TYPES and point.get("temporality") == "DELTA":
+            by_series.setdefault(series_key(point), []).append(point)
+    require("DELTA points", [p for ps in by_series.values() for p in ps], min_points)
+    problems: list[str] = []
+    for series in by_series.values():
+        series.sort(key=lambda p: int(p["start_unix_nano"]))
+        for before, after in itertools.pairwise(series):
+            end, start = int(before["time_unix_nano"]), int(after["start_unix_nano"])
+            if start < end:
+                problems.append(f"overlap: {_describe(before)}  then  {_describe(after)}")
+            elif start > end:
+                problems.append(f"gap of {(start - end) / 1e9:.3f}s: {_describe(before)}  then  {_describe(after)}")
+    if problems:
+        raise ExpectationFailed("WINDOWS_NOT_CONTIGUOUS", f"{len(problems)} window problem(s)",
+                                "\n".join(problems[:15]))
+
+
+def attributes_match(point: Point, wanted: Mapping[str, Any]) -> bool:
+    attributes = point.get("attributes", {})
+    return all(attributes.get(k) == v for k, v in wanted.items())
+
+
+def select(points: Sequence[Point], name: str, after_ns: int = 0, **attributes: Any) -> list[Point]:
+    """Points of one metric whose window ends after ``after_ns`` and whose attributes match."""
+    return [p for p in points if p["name"] == name and int(p["time_unix_nano"]) > after_ns
+            and attributes_match(p, attributes)]
+
+
+def delta_total(points: Sequence[Point], field: str = "value") -> float:
+    """Sum of values (``value`` for sums, ``count`` for histograms). Check temporality first."""
+    return sum(float(p.get(field) or 0) for p in points)
+
+
+def assert_count(points: Sequence[Point], expected: int, field: str, what: str) -> None:
+    require(f"points of {what}", points)
+    assert_all_delta(points)
+    total = delta_total(points, field)
+    if total != expected:
+        raise ExpectationFailed("COUNT_MISMATCH", f"{what}: sum of deltas is {total:g}, expected {expected}",
+                                _listing(points))
+
+
+def assert_attribute_everywhere(points: Sequence[Point], key: str, value: Any = None) -> None:
+    """``key`` is present (and equal to ``value`` when given) on every point, as the attributes processor inserts."""
+    require("metric points", points)
+    missing = [p for p in points if key not in p.get("attributes", {})
+               or (value is not None and p["attributes"][key] != value)]
+    if missing:
+        raise ExpectationFailed("MISSING_ATTRIBUTE", f"{len(missing)} point(s) lack {key}={value!r}",
+                                _listing(missing))
+
+
+def assert_no_rejections(rejections: Sequence[Mapping[str, Any]], signal: str | None = None) -> None:
+    """The sink refused nothing (of ``signal``, or at all)."""
+    relevant = [r for r in rejections if signal is None or r.get("signal") in (signal, None)]
+    if relevant:
+        reasons = sorted({str(r.get("reason")) for r in relevant})
+        lines = "\n".join(f"  {r.get('signal')} {r.get('http_status')} {r.get('reason')}: "
+                          f"{str(r.get('message'))[:300]}" for r in relevant[:10])
+        raise ExpectationFailed("SINK_REJECTIONS", f"the sink rejected {len(relevant)} time(s): {', '.join(reasons)}",
+                                lines)
+
+
+def wait_window_total(
+    fetch: Callable[[], Sequence[Point]],
+    name: str,
+    expected: int,
+    field: str,
+    after_ns: int,
+    timeout: float,
+    **attributes: Any,
+) -> list[Point]:
+    """Poll until the deltas of ``name`` after ``after_ns`` add up to at least ``expected``; return those points."""
+    from otelgate.waiting import poll_until
+
+    def observe() -> list[Point]:
+        return select(fetch(), name, after_ns, **attributes)
+
+    return poll_until(observe, lambda ps: delta_total(ps, field) >= expected,
+                      what=f"deltas of {name}{attributes} to reach {expected}", timeout=timeout, interval=0.5)
