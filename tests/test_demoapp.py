@@ -224,3 +224,23 @@ def test_services_stop_cleanly_and_release_their_ports(receiver: _OtlpTraceRecei
     # SIGTERM is a normal exit, so the last batch is flushed rather than lost
     poll_until(lambda: [s.name for svc, s in receiver.spans if svc == "pricing"],
                lambda names: "GET /price" in names, what="pricing's span flushed at shutdown", timeout=5)
+
+
+def test_instrumentation_env_comes_from_the_cluster_manifest(tmp_path: Path) -> None:
+    env = Instrumentation.from_manifest("http://127.0.0.1:4318").env("membership", base_env={})
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"  # the one rewritten value
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    changed = tmp_path / "instrumentation.yaml"
+    changed.write_text(
+        "apiVersion: opentelemetry.io/v1alpha1\nkind: Instrumentation\nmetadata: {name: x}\n"
+        "spec:\n  propagators: [tracecontext]\n  sampler: {type: parentbased_traceidratio, argument: '0.25'}\n"
+        "  python:\n    env:\n      - {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: http://in-cluster:4318}\n"
+        "      - {name: OTEL_PYTHON_LOG_CORRELATION, value: 'true'}\n")
+    env = Instrumentation.from_manifest("http://127.0.0.1:1", changed).env("coupon", base_env={})
+    assert env["OTEL_PROPAGATORS"] == "tracecontext"
+    assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.25"
+    assert env["OTEL_PYTHON_LOG_CORRELATION"] == "true"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:1"
+    (tmp_path / "other.yaml").write_text("kind: Deployment\n")
+    with pytest.raises(ValueError, match="not an Instrumentation"):
+        Instrumentation.from_manifest("http://x", tmp_path / "other.yaml")

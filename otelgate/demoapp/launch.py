@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import opentelemetry.instrumentation.auto_instrumentation as _auto_instrumentation
+import yaml
 
 from otelgate.demoapp.services import SERVICES
 
@@ -26,6 +27,9 @@ from otelgate.demoapp.services import SERVICES
 TEST_BSP_SCHEDULE_DELAY_MS = 200
 TEST_METRIC_EXPORT_INTERVAL_MS = 2000
 NAMESPACE = "default"
+INSTRUMENTATION_YAML = Path(__file__).resolve().parents[2] / "manifests" / "otel" / "instrumentation.yaml"
+# the cluster's endpoint is replaced by the local collector's; every other variable is used as written
+_REWRITTEN_ENV = frozenset({"OTEL_EXPORTER_OTLP_ENDPOINT"})
 
 
 def auto_instrumentation_dir() -> Path:
@@ -44,6 +48,25 @@ class Instrumentation:
     bsp_schedule_delay_ms: int = TEST_BSP_SCHEDULE_DELAY_MS
     metric_export_interval_ms: int = TEST_METRIC_EXPORT_INTERVAL_MS
     extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, otlp_endpoint: str, path: Path = INSTRUMENTATION_YAML, **options: object) -> Instrumentation:
+        """Propagators, sampler and ``spec.python.env`` from the cluster's ``Instrumentation`` resource."""
+        doc = yaml.safe_load(path.read_text())
+        if not isinstance(doc, dict) or doc.get("kind") != "Instrumentation":
+            raise ValueError(f"{path} is not an Instrumentation resource")
+        spec = doc.get("spec") or {}
+        sampler = spec.get("sampler") or {}
+        python_env = {str(item["name"]): str(item.get("value", ""))
+                      for item in (spec.get("python") or {}).get("env") or []}
+        fields: dict[str, object] = {
+            "propagators": tuple(spec.get("propagators") or cls.propagators),
+            "sampler": str(sampler.get("type") or cls.sampler),
+            "sampler_arg": str(sampler.get("argument") or cls.sampler_arg),
+            "extra_env": {k: v for k, v in python_env.items() if k not in _REWRITTEN_ENV},
+        }
+        fields.update(options)
+        return cls(otlp_endpoint, **fields)  # type: ignore[arg-type]
 
     def env(self, service: str, base_env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The process env: ``base_env`` without inherited ``OTEL_*`` variables, plus the Operator's."""
