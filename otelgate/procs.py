@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
