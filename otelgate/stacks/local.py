@@ -1,0 +1,601 @@
+"""The local stack: the whole pipeline as processes on 127.0.0.1, no Docker, no Kubernetes.
+
+    client -> Kong 3.9 simulator (a test double; kong.yaml) -> demo services under the real zero-code instrumentation
+                       |  traces, tcp-log, /metrics scraped                  |  traces, metrics
+                       v                                                     v
+               the real OpenTelemetry Collector (config derived from manifests/otel/collector.yaml)
+                       v
+               otelgate's fake Dynatrace sink (dynatrace profile, a generated token)
+
+Bring-up is in dependency order, each tier waited on by a real readiness signal: sink ``/healthz`` -> collector
+health check -> the demo services' ``/healthz`` -> the simulator's Admin ``/status`` and proxy port -> one canary
+request through the gateway whose trace (Kong root .. membership server span) reaches the sink. Every process logs
+to ``<workdir>/logs/<name>.log``. A failure anywhere tears down what was started, so nothing outlives the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import string
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import yaml
+
+from otelgate.demoapp.launch import INSTRUMENTATION_YAML, Instrumentation, service_argv
+from otelgate.procs import ManagedProcess, free_port, port_is_open, python_argv, wait_port_free
+from otelgate.stacks.base import StackSettings
+from otelgate.waiting import poll_until
+
+if TYPE_CHECKING:
+    from otelgate.collector import CollectorPorts, CollectorProcess
+    from otelgate.sink.client import SinkClient
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KONG_YAML = REPO_ROOT / "manifests" / "kong" / "kong.yaml"
+COLLECTOR_YAML = REPO_ROOT / "manifests" / "otel" / "collector.yaml"
+TOKEN_ENV = "DT_API_TOKEN"
+REDACTED = "<redacted>"
+KONG_SERVICE_NAME = "kong-otel"
+# services Kong routes to (membership is only called by coupon, as in the cluster)
+GATEWAY_SERVICES = ("coupon", "inventory", "pricing")
+# start order inside the services tier: membership first, coupon's dependency
+DEMO_SERVICES = ("membership", "coupon", "inventory", "pricing")
+CANARY_PATH = "/coupon/coupons"
+KONG_SIDE = frozenset({"sampling_rate", "kong_plugin_config"})
+KONG_RESTART = frozenset({"tracing_sampling_rate"})
+COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_running"})
+
+
+class StackStartError(RuntimeError):
+    """The stack could not be brought up; the message says which step, what it waited for, and the log tail."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upper bounds of the stack's own waits (seconds). Generous for a loaded 2-core CI runner."""
+
+    process_ready: float = 30.0
+    collector_healthy: float = 30.0
+    canary: float = 30.0
+    reconfigure: float = 15.0
+    port_release: float = 10.0
+
+
+@dataclass
+class LocalPorts:
+    sink: int = field(default_factory=free_port)
+    proxy: int = field(default_factory=free_port)
+    kong_status: int = field(default_factory=free_port)
+    kong_admin: int = field(default_factory=free_port)
+    services: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in DEMO_SERVICES})
+
+    def all(self) -> list[int]:
+        return [self.sink, self.proxy, self.kong_status, self.kong_admin, *self.services.values()]
+
+
+def generate_token() -> str:
+    """A fresh token in Dynatrace's API-token shape (``dt0c01.<24>.<64>``). Never printed or written unredacted."""
+    alphabet = string.ascii_uppercase + string.digits
+
+    def part(n: int) -> str:
+        return "".join(secrets.choice(alphabet) for _ in range(n))
+
+    return f"dt0c01.{part(24)}.{part(64)}"
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, REDACTED) if secret else text
+
+
+class LocalStack:
+    """Implements :class:`otelgate.stacks.base.Stack` with processes on 127.0.0.1 (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        settings: StackSettings | None = None,
+        workdir: Path | None = None,
+        *,
+        collector_binary: Path | None = None,
+        timeouts: Timeouts | None = None,
+        kong_yaml: Path = KONG_YAML,
+        collector_yaml: Path = COLLECTOR_YAML,
+    ) -> None:
+        self.settings = settings or StackSettings()
+        self.workdir = Path(workdir) if workdir is not None else Path.cwd() / "artifacts" / "local-stack"
+        self.timeouts = timeouts or Timeouts()
+        self.kong_yaml = kong_yaml
+        self.collector_yaml = collector_yaml
+        self._collector_binary = collector_binary
+        self.ports = LocalPorts()
+        self._token = generate_token()
+        self.processes: dict[str, ManagedProcess] = {}
+        self.collector: CollectorProcess | None = None
+        self._collector_ports: CollectorPorts | None = None
+        self.gateway_url = f"http://{HOST}:{self.ports.proxy}"
+        self.sink_url = f"http://{HOST}:{self.ports.sink}"
+        self._sink: SinkClient | None = None
+        self.kong_deployment_name = "kong"
+        self.bring_up_seconds: float | None = None
+        self.canary_trace_id: str | None = None
+        self._closed = False
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, settings: StackSettings | None = None, workdir: Path | None = None, **options: Any) -> LocalStack:
+        """Bring the stack up and wait until a canary request's trace reached the sink; tear down on failure."""
+        stack = cls(settings, workdir, **options)
+        try:
+            stack._bring_up()
+        except BaseException:  # also Ctrl-C half-way: leave nothing behind
+            stack.close()
+            raise
+        return stack
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _bring_up(self) -> None:
+        started = time.monotonic()
+        for sub in ("logs", "config"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        self._start_sink()
+        self._start_collector()
+        self._start_services()
+        self._start_kong()
+        self._canary()
+        self.bring_up_seconds = time.monotonic() - started
+        self._write_summary_line(f"bring-up to first green canary: {self.bring_up_seconds:.2f} s")
+
+    def close(self) -> None:
+        """Stop every process in reverse start order and wait until each port is released."""
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[str] = []
+        for name in ("kong", *reversed(DEMO_SERVICES)):
+            errors.extend(self._stop_process(name))
+        errors.extend(self._stop_collector())  # after its senders, so their last batches still land
+        errors.extend(self._stop_process("sink"))
+        for port in self.all_ports():
+            try:
+                wait_port_free(HOST, port, timeout=self.timeouts.port_release)
+            except AssertionError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise RuntimeError("local stack teardown was incomplete:\n" + "\n".join(errors))
+
+    def _stop_process(self, name: str) -> list[str]:
+        proc = self.processes.get(name)
+        if proc is None:
+            return []
+        try:
+            proc.stop()
+        except Exception as exc:
+            return [f"{name}: {exc!r}"]
+        return []
+
+    def all_ports(self) -> list[int]:
+        ports = self.ports.all()
+        if self._collector_ports is not None:
+            ports.extend(_collector_port_values(self._collector_ports))
+        return ports
+
+    # --- the tiers -------------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> ManagedProcess:
+        proc = ManagedProcess(name, argv, self.workdir / "logs" / f"{name}.log", env=env, cwd=self.workdir)
+        self.processes[name] = proc.start()
+        return proc
+
+    def _wait_http(self, proc: ManagedProcess, url: str) -> None:
+        try:
+            proc.wait_ready(lambda: _http_ok(url), what=f"GET {url} -> 200", timeout=self.timeouts.process_ready)
+        except AssertionError as exc:  # includes ProcessDied's sibling WaitTimeout; ProcessDied passes through
+            raise StackStartError(redact(str(exc), self._token)) from None
+
+    def _start_sink(self) -> None:
+        env = {**os.environ, TOKEN_ENV: self._token}
+        argv = python_argv("otelgate", "sink", "--host", HOST, "--port", str(self.ports.sink),
+                           "--profile", "dynatrace", "--token-env", TOKEN_ENV)
+        self._wait_http(self._spawn("sink", argv, env), f"{self.sink_url}/healthz")
+        from otelgate.sink.client import SinkClient
+
+        self._sink = SinkClient(self.sink_url)
+
+    def _start_collector(self) -> None:
+        from otelgate import collector as collector_mod
+
+        binary = self._collector_binary or collector_mod.find_collector()
+        if self._collector_ports is None:
+            self._collector_ports = collector_mod.CollectorPorts(**{
+                name: free_port() for name in _collector_port_names(collector_mod.CollectorPorts)})
+        config = self._collector_config()
+        _write_yaml(self.workdir / "config" / "collector.yaml", config, self._token)
+        proc = collector_mod.CollectorProcess(binary, config, self.workdir / "collector",
+                                              env={**os.environ, TOKEN_ENV: self._token})
+        self.collector = proc
+        proc.start()
+        try:
+            proc.wait_healthy(timeout=self.timeouts.collector_healthy)
+        except AssertionError as exc:
+            raise StackStartError(redact(str(exc), self._token)) from None
+
+    def _collector_config(self) -> dict[str, Any]:
+        from otelgate import collector as collector_mod
+
+        assert self._collector_ports is not None
+        resource = collector_mod.load_collector_resource(self.collector_yaml)
+        self.kong_deployment_name = _inserted_deployment_name(resource) or self.kong_deployment_name
+        return collector_mod.derive_local_config(
+            resource,
+            ports=self._collector_ports,
+            sink_endpoint=f"{self.sink_url}/api/v2/otlp",
+            kong_status_target=f"{HOST}:{self.ports.kong_status}",
+            drop_processors=self.settings.drop_processors,
+            exporter_token=self.settings.exporter_token,
+        )
+
+    def _stop_collector(self) -> list[str]:
+        if self.collector is None:
+            return []
+        try:
+            self.collector.stop()
+        except Exception as exc:
+            return [f"collector: {exc!r}"]
+        finally:
+            self.collector = None
+        return []
+
+    def _start_services(self) -> None:
+        assert self._collector_ports is not None
+        instrumentation = Instrumentation.from_manifest(f"http://{HOST}:{self._collector_ports.otlp_http}")
+        membership = f"{HOST}:{self.ports.services['membership']}"
+        started = []
+        for service in DEMO_SERVICES:  # all four start at once; each is waited on below
+            env = instrumentation.env(service)
+            if service == "coupon":
+                env["MEMBERSHIP_SERVICE_HOST"] = membership
+            started.append(self._spawn(service, service_argv(service, self.ports.services[service]), env))
+        for proc in started:
+            self._wait_http(proc, f"{self._service_url(proc.name)}/healthz")
+
+    def _service_url(self, service: str) -> str:
+        return f"http://{HOST}:{self.ports.services[service]}"
+
+    def _kong_config(self, settings: StackSettings) -> dict[str, Any]:
+        from otelgate import kongconfig
+
+        assert self._collector_ports is not None
+        overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in settings.kong_plugin_config.items()}
+        if settings.sampling_rate is not None:
+            overrides.setdefault("opentelemetry", {})["sampling_rate"] = settings.sampling_rate
+        return kongconfig.derive_kong_config(
+            kongconfig.load(self.kong_yaml),
+            upstreams={name: self._service_url(name) for name in GATEWAY_SERVICES},
+            otlp_traces_endpoint=f"http://{HOST}:{self._collector_ports.otlp_http}/v1/traces",
+            tcp_log_host=HOST,
+            tcp_log_port=self._collector_ports.tcplog,
+            plugin_overrides=overrides,
+        )
+
+    def _start_kong(self) -> None:
+        config_path = self.workdir / "config" / "kong.yaml"
+        _write_yaml(config_path, self._kong_config(self.settings), None)
+        argv = python_argv("otelgate.kongsim", "--config", str(config_path),
+                           "--proxy-port", str(self.ports.proxy), "--status-port", str(self.ports.kong_status),
+                           "--admin-port", str(self.ports.kong_admin),
+                           "--tracing-sampling-rate", repr(float(self.settings.tracing_sampling_rate)),
+                           "--tracing-instrumentations", "all")
+        proc = self._spawn("kong", argv, dict(os.environ))
+        self._wait_http(proc, f"{self.kong_admin_url}/status")
+        try:
+            proc.wait_ready(lambda: port_is_open(HOST, self.ports.proxy), what=f"proxy port {self.ports.proxy}",
+                            timeout=self.timeouts.process_ready)
+        except AssertionError as exc:
+            raise StackStartError(str(exc)) from None
+
+    @property
+    def kong_admin_url(self) -> str:
+        return f"http://{HOST}:{self.ports.kong_admin}"
+
+    # --- readiness: one canary through the whole pipeline -----------------------------------------------------
+
+    def _canary(self) -> None:
+        """One GET through the gateway; wait until its whole trace (Kong root .. membership) is in the sink."""
+        response = httpx.get(f"{self.gateway_url}{CANARY_PATH}", timeout=10.0)
+        if response.status_code != 200:
+            raise StackStartError(
+                f"canary GET {CANARY_PATH} through the gateway answered {response.status_code}: {response.text[:500]}"
+                f"\n--- kong log tail ---\n{self.processes['kong'].log_tail()}")
+        request_id = response.headers.get("x-kong-request-id", "")
+        try:
+            self.canary_trace_id = self._wait_canary_trace(request_id)
+        except AssertionError as exc:
+            tails = "\n".join(f"--- {name} log tail ---\n{self._log_tail(name)}" for name in ("collector", "kong"))
+            raise StackStartError(f"canary trace did not reach the sink: {exc}\n{tails}") from None
+        self.sink.reset()  # the suites start from an empty sink; the canary proved the path
+
+    def _wait_canary_trace(self, request_id: str) -> str:
+        sink = self.sink
+
+        def kong_root() -> list[dict[str, Any]]:
+            return sink.spans(service=KONG_SERVICE_NAME, name="kong", **{"attr.kong.request.id": request_id})
+
+        roots = poll_until(kong_root, bool, what=f"the canary's kong span (kong.request.id={request_id})",
+                           timeout=self.timeouts.canary, interval=0.1)
+        trace_id = str(roots[0]["trace_id"])
+
+        def services_in_trace() -> set[str]:
+            return {str(s.get("service_name")) for s in sink.spans(trace_id=trace_id)}
+
+        poll_until(services_in_trace, lambda seen: {KONG_SERVICE_NAME, "coupon", "membership"} <= seen,
+                   what=f"spans of kong-otel, coupon and membership in canary trace {trace_id}",
+                   timeout=self.timeouts.canary, interval=0.1)
+        return trace_id
+
+    # --- the Stack protocol ----------------------------------------------------------------------------------
+
+    @property
+    def sink(self) -> SinkClient:
+        if self._sink is None:
+            raise RuntimeError("the sink is not running (the stack was not started)")
+        return self._sink
+
+    def reconfigure(self, **changes: Any) -> None:
+        """Apply changed settings and wait until they are in effect.
+
+        Kong-side (``sampling_rate``, ``kong_plugin_config``): the simulator's config is re-derived from kong.yaml
+        plus overrides and POSTed to its Admin API ``/config`` (as DB-less Kong is reconfigured).
+        ``tracing_sampling_rate`` is a kong.conf setting, so the simulator restarts with it. Collector-side
+        (``drop_processors``, ``exporter_token``, ``collector_running``): the collector restarts with the
+        re-derived config (or stays stopped).
+        """
+        unknown = set(changes) - set(StackSettings.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown stack settings {sorted(unknown)}; known: "
+                             f"{sorted(StackSettings.__dataclass_fields__)}")
+        new = self.settings.with_changes(**changes)
+        changed = {key for key in changes if getattr(new, key) != getattr(self.settings, key)}
+        previous, self.settings = self.settings, new
+        try:
+            if changed & COLLECTOR_SIDE:
+                self._restart_collector()
+            if changed & KONG_RESTART:
+                self._restart_kong()
+            elif changed & KONG_SIDE:
+                self._post_kong_config()
+        except BaseException:
+            self.settings = previous
+            raise
+
+    def _post_kong_config(self) -> None:
+        config = self._kong_config(self.settings)
+        _write_yaml(self.workdir / "config" / "kong.yaml", config, None)
+        before = self._kong_config_hash()
+        response = httpx.post(f"{self.kong_admin_url}/config", json=config, timeout=self.timeouts.reconfigure)
+        if response.status_code >= 300:
+            raise RuntimeError(f"the Kong simulator refused the new config: HTTP {response.status_code} "
+                               f"{response.text[:2000]}")
+        if before is not None:
+            poll_until(self._kong_config_hash, lambda now: now is not None and now != before,
+                       what="the simulator's configuration_hash to change after POST /config",
+                       timeout=self.timeouts.reconfigure)
+
+    def _kong_config_hash(self) -> str | None:
+        status = httpx.get(f"{self.kong_admin_url}/status", timeout=2.0).json()
+        value = status.get("configuration_hash") if isinstance(status, dict) else None
+        return str(value) if value else None
+
+    def _restart_kong(self) -> None:
+        proc = self.processes.pop("kong")
+        proc.stop()
+        for port in (self.ports.proxy, self.ports.kong_status, self.ports.kong_admin):
+            wait_port_free(HOST, port, timeout=self.timeouts.port_release)
+        self._start_kong()
+
+    def _restart_collector(self) -> None:
+        assert self._collector_ports is not None
+        self._stop_collector()
+        for port in _collector_port_values(self._collector_ports):
+            wait_port_free(HOST, port, timeout=self.timeouts.port_release)
+        if self.settings.collector_running:
+            self._start_collector()
+
+    def collector_pid(self) -> int | None:
+        """The collector process' pid (for CPU/RSS sampling), or None while it is stopped."""
+        if self.collector is None:
+            return None
+        return _pid_of(self.collector)
+
+    def urls(self) -> dict[str, str]:
+        urls = {
+            "gateway (Kong simulator proxy)": self.gateway_url,
+            "kong admin API": self.kong_admin_url,
+            "kong status API (/metrics)": f"http://{HOST}:{self.ports.kong_status}/metrics",
+            "sink API": f"{self.sink_url}/api/",
+            "sink ingest (Dynatrace OTLP)": f"{self.sink_url}/api/v2/otlp",
+        }
+        if self._collector_ports is not None:
+            cp = self._collector_ports
+            urls |= {
+                "collector OTLP/HTTP": f"http://{HOST}:{cp.otlp_http}",
+                "collector health": f"http://{HOST}:{cp.health}/",
+                "collector own metrics": f"http://{HOST}:{cp.telemetry}/metrics",
+                "collector prometheus exporter": f"http://{HOST}:{cp.prometheus_exporter}/metrics",
+            }
+        urls |= {f"service {name}": self._service_url(name) for name in DEMO_SERVICES}
+        return urls
+
+    # --- diagnostics -----------------------------------------------------------------------------------------
+
+    def _log_tail(self, name: str, lines: int = 40) -> str:
+        if name == "collector":
+            if self.collector is None:
+                return "<collector not running>"
+            path = Path(self.collector.log_path)
+            text = path.read_text(errors="replace") if path.exists() else "<no log>"
+            return redact("\n".join(text.splitlines()[-lines:]), self._token)
+        proc = self.processes.get(name)
+        return redact(proc.log_tail(lines), self._token) if proc else f"<{name} not started>"
+
+    def diagnose(self, dest: Path) -> Path:
+        """Process logs, derived configs, the sink dump and a summary, all with the token redacted."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for path in self._log_files():
+            _copy_redacted(path, dest / "logs" / path.name, self._token)
+        for path in sorted((self.workdir / "config").glob("*")):
+            _copy_redacted(path, dest / "config" / path.name, self._token)
+        try:
+            dump = self.sink.dump()
+            (dest / "sink-dump.json").write_text(redact(json.dumps(dump, indent=1), self._token))
+        except Exception as exc:
+            (dest / "sink-dump.error.txt").write_text(f"could not fetch the sink dump: {exc!r}\n")
+        (dest / "summary.txt").write_text(redact(self._summary(), self._token))
+        return dest
+
+    def _log_files(self) -> Iterator[Path]:
+        yield from sorted((self.workdir / "logs").glob("*.log"))
+        if (self.workdir / "collector").exists():
+            yield from sorted((self.workdir / "collector").rglob("*.log"))
+
+    def _summary(self) -> str:
+        lines = [f"otelgate local stack (workdir {self.workdir})", f"settings: {self.settings}",
+                 f"kong deployment name (collector attribute): {self.kong_deployment_name}",
+                 f"canary trace: {self.canary_trace_id}"]
+        if self.bring_up_seconds is not None:
+            lines.append(f"bring-up to first green canary: {self.bring_up_seconds:.2f} s")
+        lines.append("processes:")
+        for name, proc in self.processes.items():
+            state = "running" if proc.alive() else f"exited ({proc.popen.returncode if proc.popen else 'never'})"
+            lines.append(f"  {name}: {state}; log {proc.log_path}")
+        if self.collector is not None:
+            lines.append(f"  collector: pid {self.collector_pid()}; log {self.collector.log_path}")
+        else:
+            lines.append("  collector: not running")
+        lines.append("urls:")
+        lines.extend(f"  {name}: {url}" for name, url in self.urls().items())
+        with contextlib.suppress(Exception):
+            lines.append("sink stats: " + json.dumps(self.sink.stats()))
+        return "\n".join(lines) + "\n"
+
+    def _write_summary_line(self, line: str) -> None:
+        with (self.workdir / "timings.txt").open("a") as out:
+            out.write(line + "\n")
+
+
+# --- helpers around the collector module (kept here so the contract is used in one place) ------------------------
+
+
+def _collector_port_names(ports_type: type) -> list[str]:
+    return list(getattr(ports_type, "__dataclass_fields__", {}) or ports_type.__annotations__)
+
+
+def _collector_port_values(ports: object) -> list[int]:
+    return [int(getattr(ports, name)) for name in _collector_port_names(type(ports))]
+
+
+def _pid_of(proc: object) -> int | None:
+    pid = getattr(proc, "pid", None)
+    if isinstance(pid, int):
+        return pid
+    inner = getattr(proc, "process", None) or getattr(proc, "popen", None)
+    inner_pid = getattr(inner, "pid", None)
+    return inner_pid if isinstance(inner_pid, int) else None
+
+
+def _inserted_deployment_name(resource: Mapping[str, Any]) -> str | None:
+    """The value the collector's attributes processor inserts for the Kong deployment, read from the CR."""
+    config = resource.get("spec", {}).get("config", resource)
+    processors = config.get("processors", {}) if isinstance(config, Mapping) else {}
+    for proc_id, proc in processors.items():
+        if not str(proc_id).startswith("attributes") or not isinstance(proc, Mapping):
+            continue
+        for action in proc.get("actions", []) or []:
+            if "deployment" in str(action.get("key", "")) and action.get("value") is not None:
+                return str(action["value"])
+    return None
+
+
+def _write_yaml(path: Path, data: Any, secret: str | None) -> None:
+    """Write a derived config for people to read (diagnose); the token is never written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(redact(yaml.safe_dump(data, sort_keys=False), secret))
+
+
+def _copy_redacted(src: Path, dst: Path, secret: str) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not src.is_file():
+        return
+    try:
+        dst.write_text(redact(src.read_text(errors="replace"), secret))
+    except UnicodeError:
+        shutil.copyfile(src, dst)
+
+
+# --- `otelgate up --stack local --dry-run | --check-prerequisites` --------------------------------------------------
+
+REQUIRED_MODULES = ("otelgate.sink.server", "otelgate.collector", "otelgate.kongconfig", "otelgate.kongsim", "lupa")
+
+
+def plan() -> list[str]:
+    """What ``LocalStack.start`` would run, in order (ports are free ones chosen at start, all on 127.0.0.1)."""
+    return [
+        "local stack plan (every process on 127.0.0.1, free ports chosen at start, logs in <workdir>/logs):",
+        "1. sink: python -m otelgate sink --profile dynatrace --token-env DT_API_TOKEN (token generated, never "
+        "printed); ready on GET /healthz",
+        f"2. collector: otelgate.collector.find_collector() with the config derived from {COLLECTOR_YAML} "
+        "(rewrites: otelgate.collector.REWRITES; Kong Status API as static scrape target, exporter -> sink); "
+        "ready on its health check",
+        f"3. demo services {', '.join(DEMO_SERVICES)}: python -m otelgate.demoapp under the Operator's Python "
+        f"injection (PYTHONPATH sitecustomize, env from {INSTRUMENTATION_YAML}); ready on GET /healthz",
+        f"4. Kong 3.9 simulator (a test double): python -m otelgate.kongsim with the config derived from {KONG_YAML} "
+        "(rewrites: otelgate.kongconfig.KONG_REWRITES); ready on Admin GET /status and the proxy port",
+        f"5. canary: GET {CANARY_PATH} through the gateway until its trace (kong-otel -> coupon -> membership) "
+        "is in the sink; then the sink is reset",
+    ]
+
+
+def check_prerequisites() -> list[str]:
+    """Problems that would stop the local stack from starting (empty when it can start)."""
+    import importlib
+
+    problems = [f"{path} is missing" for path in (KONG_YAML, COLLECTOR_YAML, INSTRUMENTATION_YAML)
+                if not path.is_file()]
+    for module in REQUIRED_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            problems.append(f"python module {module} cannot be imported: {exc}")
+    try:
+        from otelgate.collector import find_collector
+
+        find_collector()
+    except ImportError:
+        pass  # reported above
+    except Exception as exc:
+        problems.append(f"collector binary: {exc}")
+    return problems
