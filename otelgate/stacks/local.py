@@ -143,13 +143,16 @@ class LocalStack:
     @classmethod
     def start(cls, settings: StackSettings | None = None, workdir: Path | None = None, **options: Any) -> LocalStack:
         """Bring the stack up and wait until a canary request's trace reached the sink; tear down on failure."""
-        stack = cls(settings, workdir, **options)
+        return cls(settings, workdir, **options).bring_up()
+
+    def bring_up(self) -> LocalStack:
+        """Start every tier in dependency order; on any failure (also Ctrl-C) stop what was started, re-raise."""
         try:
-            stack._bring_up()
-        except BaseException:  # also Ctrl-C half-way: leave nothing behind
-            stack.close()
+            self._bring_up()
+        except BaseException:
+            self.close()
             raise
-        return stack
+        return self
 
     def __enter__(self) -> LocalStack:
         return self
@@ -179,6 +182,8 @@ class LocalStack:
             errors.extend(self._stop_process(name))
         errors.extend(self._stop_collector())  # after its senders, so their last batches still land
         errors.extend(self._stop_process("sink"))
+        if self._sink is not None:
+            self._sink.close()
         for port in self.all_ports():
             try:
                 wait_port_free(HOST, port, timeout=self.timeouts.port_release)

@@ -1,0 +1,227 @@
+"""The local stack end to end: one request through the gateway, seen in the sink as a linked trace, DELTA metrics
+and an access log joining the trace; reconfiguration; bring-up time; and a teardown that leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from fixtures.plugin import require_collector
+from otelgate.procs import port_is_open
+from otelgate.stacks.base import Stack
+from otelgate.stacks.local import KONG_SERVICE_NAME, LocalStack, StackStartError
+from otelgate.waiting import poll_until, wait_stable
+
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+BRING_UP_BUDGET_S = float(os.environ.get("OTELGATE_BRINGUP_BUDGET_S", "15"))
+
+
+@pytest.fixture(scope="module")
+def local(stack: Stack) -> LocalStack:
+    if not isinstance(stack, LocalStack):
+        pytest.skip("these tests are about the local stack (run with --stack local)")
+    return stack
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    trace_id: str
+    spans: list[dict[str, Any]]
+
+
+def _kong_root(local: LocalStack, request_id: str) -> dict[str, Any]:
+    roots = poll_until(
+        lambda: [s for s in local.sink.spans(service=KONG_SERVICE_NAME, name="kong")
+                 if s["attributes"].get("kong.request.id") == request_id],
+        bool, what=f"the kong span with kong.request.id={request_id} in the sink", timeout=20)
+    assert len(roots) == 1, f"one kong root per request, got {len(roots)}"
+    return roots[0]
+
+
+def _settled_trace(local: LocalStack, trace_id: str, min_spans: int) -> list[dict[str, Any]]:
+    def spans() -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((s["span_id"], s["name"]) for s in local.sink.spans(trace_id=trace_id)))
+
+    wait_stable(spans, what=f"trace {trace_id} to stop growing", timeout=20, quiet=1.0,
+                ready=lambda found: len(found) >= min_spans)
+    return list(local.sink.spans(trace_id=trace_id))
+
+
+def _get_coupons(local: LocalStack) -> Request:
+    response = httpx.get(f"{local.gateway_url}/coupon/coupons", timeout=10.0)
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-kong-request-id"]
+    trace_id = _kong_root(local, request_id)["trace_id"]
+    return Request(request_id, trace_id, _settled_trace(local, trace_id, min_spans=4))
+
+
+@pytest.fixture(scope="module")
+def coupon_request(local: LocalStack) -> Request:
+    return _get_coupons(local)
+
+
+def _one(spans: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
+    found = [s for s in spans if all(s.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, f"expected exactly one span {match}, found {len(found)}: {[s['name'] for s in spans]}"
+    return found[0]
+
+
+def test_one_coupon_request_is_one_trace_from_kong_through_coupon_to_membership(coupon_request: Request) -> None:
+    spans = coupon_request.spans
+    assert {s["trace_id"] for s in spans} == {coupon_request.trace_id}
+    roots = [s for s in spans if not s["parent_span_id"]]
+    assert [(r["name"], r["service_name"]) for r in roots] == [("kong", KONG_SERVICE_NAME)]
+    balancer = _one(spans, name="kong.balancer", service_name=KONG_SERVICE_NAME)
+    coupon_server = _one(spans, service_name="coupon", kind="SERVER")
+    coupon_client = _one(spans, service_name="coupon", kind="CLIENT")
+    membership_server = _one(spans, service_name="membership", kind="SERVER")
+    assert coupon_server["parent_span_id"] == balancer["span_id"]
+    assert coupon_client["parent_span_id"] == coupon_server["span_id"]
+    assert membership_server["parent_span_id"] == coupon_client["span_id"]
+    ids = {s["span_id"] for s in spans}
+    assert all(s["parent_span_id"] in ids for s in spans if s["parent_span_id"]), "no orphan spans"
+
+
+def test_kong_metrics_arrive_as_delta(local: LocalStack, coupon_request: Request) -> None:
+    def coupon_request_points() -> list[dict[str, Any]]:
+        return [p for p in local.sink.metric_points() if str(p["name"]).startswith("kong_http_requests")
+                and p["attributes"].get("service") == "coupon"]
+
+    points = poll_until(coupon_request_points, lambda found: any((p["value"] or 0) >= 1 for p in found),
+                        what="a kong_http_requests_total point counting the coupon request", timeout=40)
+    assert {p["temporality"] for p in points} == {"DELTA"}
+    kong_sums = [p for p in local.sink.metric_points() if str(p["name"]).startswith("kong_") and p["type"] == "sum"]
+    assert kong_sums and {p["temporality"] for p in kong_sums} == {"DELTA"}
+    assert not local.sink.rejections(signal="metrics")
+
+
+def _access_logs(local: LocalStack, request_id: str) -> list[dict[str, Any]]:
+    return [r for r in local.sink.logs()
+            if isinstance(r["attributes"].get("request"), dict) and r["attributes"]["request"].get("id") == request_id]
+
+
+def test_access_log_carries_the_plain_trace_id_of_its_trace(local: LocalStack, coupon_request: Request) -> None:
+    logs = poll_until(lambda: _access_logs(local, coupon_request.request_id), bool,
+                      what=f"the access log of request {coupon_request.request_id}", timeout=20)
+    assert len(logs) == 1
+    record = logs[0]
+    assert record["attributes"]["trace_id"] == coupon_request.trace_id
+    assert HEX32.match(record["attributes"]["trace_id"])
+    assert record["trace_id"] == coupon_request.trace_id  # the collector's trace_parser set the LogRecord's id
+
+
+def test_reconfigure_applies_kong_plugin_overrides_and_restores(local: LocalStack) -> None:
+    local.reconfigure(kong_plugin_config={"tcp-log": {"custom_fields_by_lua": None}})
+    try:
+        wrapped = _get_coupons(local)
+        record = poll_until(lambda: _access_logs(local, wrapped.request_id), bool,
+                            what="the access log without the Lua snippet", timeout=20)[0]
+        assert record["attributes"]["trace_id"] == {"w3c": wrapped.trace_id}  # Kong's own shape, unrewritten
+    finally:
+        local.reconfigure(kong_plugin_config={})
+    plain = _get_coupons(local)
+    record = poll_until(lambda: _access_logs(local, plain.request_id), bool,
+                        what="the access log with the snippet restored", timeout=20)[0]
+    assert record["attributes"]["trace_id"] == plain.trace_id
+
+
+def test_reconfigure_restarts_the_collector_for_collector_settings(local: LocalStack) -> None:
+    before = local.collector_pid()
+    assert before is not None and psutil.pid_exists(before)
+    local.reconfigure(drop_processors=("cumulative_to_delta",))
+    try:
+        during = local.collector_pid()
+        assert during is not None and during != before
+        assert "cumulative_to_delta" not in (local.workdir / "config" / "collector.yaml").read_text().split(
+            "processors:")[-1]
+    finally:
+        local.reconfigure(drop_processors=())
+    assert local.collector_pid() not in (None, before)
+    _get_coupons(local)  # the pipeline works again after the restore
+
+
+def test_the_token_is_never_written(local: LocalStack, tmp_path: Path) -> None:
+    token = local._token
+    folder = local.diagnose(tmp_path / "diagnosis")
+    written = [p for p in folder.rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"summary.txt", "sink-dump.json", "collector.yaml", "kong.yaml"}
+    for path in [*written, *local.workdir.rglob("*")]:
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert token not in path.read_text(errors="replace"), f"token found in {path}"
+
+
+# --- bring-up time and teardown: a stack of its own ----------------------------------------------------------------
+
+
+def _otelgate_children() -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if "otelgate" in cmdline or "otelcol" in cmdline:
+            found.append(child)
+    return found
+
+
+@pytest.fixture
+def own_stack_dir(tmp_path: Path) -> Iterator[Path]:
+    require_collector()
+    before = {p.pid for p in _otelgate_children()}  # the session stack's processes are not ours to judge
+    yield tmp_path
+    leftover = [p for p in _otelgate_children() if p.pid not in before]
+    assert not leftover, f"processes left behind: {[(p.pid, p.cmdline()) for p in leftover]}"
+
+
+def test_bring_up_is_fast_and_close_leaves_no_process_or_port(own_stack_dir: Path) -> None:
+    before = {p.pid for p in _otelgate_children()}
+    stack = LocalStack.start(workdir=own_stack_dir)
+    try:
+        print(f"\nlocal stack bring-up to first green canary: {stack.bring_up_seconds:.2f} s")
+        assert stack.bring_up_seconds is not None and stack.bring_up_seconds < BRING_UP_BUDGET_S
+        pids = {p.pid for p in _otelgate_children()} - before
+        assert len(pids) >= 6, f"sink, collector, 4 services, kong expected; saw {pids}"
+        ports = stack.all_ports()
+        assert all(port_is_open("127.0.0.1", port) for port in
+                   [stack.ports.sink, stack.ports.proxy, *stack.ports.services.values()])
+    finally:
+        stack.close()
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    assert [port for port in ports if port_is_open("127.0.0.1", port)] == []
+
+
+def _assert_all_stopped(stack: LocalStack) -> None:
+    assert stack.processes, "the bring-up started nothing, so the test proves nothing"
+    assert [name for name, proc in stack.processes.items() if proc.alive()] == []
+    assert [port for port in stack.all_ports() if port_is_open("127.0.0.1", port)] == []
+
+
+def test_a_failed_bring_up_tears_down_what_it_started(own_stack_dir: Path) -> None:
+    stack = LocalStack(workdir=own_stack_dir, collector_binary=Path("/bin/false"))
+    with pytest.raises((StackStartError, RuntimeError)) as failure:
+        stack.bring_up()
+    assert "collector" in str(failure.value).lower()
+    assert "sink" in stack.processes
+    _assert_all_stopped(stack)
+
+
+def test_ctrl_c_during_bring_up_tears_down(own_stack_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: LocalStack) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalStack, "_start_kong", interrupted)
+    stack = LocalStack(workdir=own_stack_dir)
+    with pytest.raises(KeyboardInterrupt):
+        stack.bring_up()
+    assert {"sink", "coupon", "membership"} <= set(stack.processes)
+    _assert_all_stopped(stack)
