@@ -1,3 +1,7 @@
 """otelgate: prove that a Kong -> OpenTelemetry Collector -> Dynatrace observability pipeline works."""
 
 __version__ = "0.1.0"
+
+from otelgate.sink.client import SinkClient  # noqa: E402
+
+__all__ = ["SinkClient", "__version__"]

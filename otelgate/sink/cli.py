@@ -1,0 +1,57 @@
+"""``otelgate sink``: run the fake Dynatrace (or plain OTLP) sink in the foreground.
+
+The API token is read from an environment variable (``--token-env``), never from the command line, and is never
+printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import uvicorn
+
+from otelgate.sink.app import create_app
+from otelgate.sink.config import DEFAULT_MAX_ITEMS, PROFILES, SinkConfig
+from otelgate.sink.server import otlp_endpoint, uvicorn_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=4318, help="port to bind (default 4318)")
+    parser.add_argument("--profile", choices=PROFILES, default="dynatrace",
+                        help="dynatrace: Dynatrace's OTLP API and its rules (default); otlp: plain OTLP/HTTP sink")
+    parser.add_argument("--token-env", default="DT_API_TOKEN", metavar="VAR",
+                        help="environment variable holding the API token the dynatrace profile accepts "
+                             "(default DT_API_TOKEN)")
+    parser.add_argument("--max-items", type=int, default=DEFAULT_MAX_ITEMS, metavar="N",
+                        help=f"keep at most N spans, N metric points and N log records; older ones are evicted "
+                             f"and counted (default {DEFAULT_MAX_ITEMS})")
+    parser.add_argument("--too-many-points", choices=("413", "partial_success"), default="413",
+                        help="answer to a metrics request over 15,000 data points (default 413)")
+    parser.add_argument("--report-dropped", action="store_true",
+                        help="report spans/logs dropped for their timestamp in partial_success")
+
+
+def run(args: argparse.Namespace) -> int:
+    token = os.environ.get(args.token_env) or None
+    if args.profile == "dynatrace" and not token:
+        print(f"otelgate sink: the dynatrace profile needs an API token. Set the environment variable "
+              f"{args.token_env} (or name another one with --token-env), or use --profile otlp for an "
+              f"unauthenticated plain OTLP sink.", file=sys.stderr)
+        return 2
+    try:
+        config = SinkConfig(profile=args.profile, token=token if args.profile == "dynatrace" else None,
+                            max_items=args.max_items, too_many_points=args.too_many_points,
+                            report_dropped_spans=args.report_dropped, report_dropped_logs=args.report_dropped)
+    except ValueError as exc:
+        print(f"otelgate sink: {exc}", file=sys.stderr)
+        return 2
+    app, _state = create_app(config)
+    url = f"http://{args.host}:{args.port}"
+    auth = f"Authorization: Api-Token <value of ${args.token_env}>" if config.is_dynatrace else "no auth"
+    print(f"otelgate sink ({config.profile}) on {url}: OTLP endpoint {otlp_endpoint(url, config.profile)} "
+          f"({auth}); query API {url}/api/", flush=True)
+    uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+    return 0
