@@ -20,7 +20,7 @@ from otelgate.expect import sampling as expect_sampling
 from otelgate.expect import traces as expect_traces
 from otelgate.expect.errors import ExpectationFailed
 from otelgate.stacks.base import Stack
-from otelgate.traffic import Traffic, send
+from otelgate.traffic import Traffic, checkpoint, now_ns, send
 from otelgate.waiting import WaitTimeout, poll_until
 
 KONG_SERVICE = "kong-otel"
@@ -154,7 +154,7 @@ def check_metrics_delta_and_counts(
     """Kong's metrics reach the backend as DELTA, nothing is rejected, and the request counter and the latency
     histogram count exactly the requests sent, with ``kong.deployment.name`` on every point."""
     timing = timing_of(stack)
-    started = time.time_ns()
+    started = now_ns()
     baseline = wait_for_scrape_after(stack, started, "a scrape before the traffic")
     traffic = send(stack.gateway_url, url_path, requests)
     require_ok(traffic, requests)
@@ -287,6 +287,7 @@ def applied(stack: Stack, **changes: Any) -> Iterator[Stack]:
     try:
         yield stack
     finally:
+        checkpoint()  # a replay must not see what arrives once the fault is lifted
         stack.reconfigure(**{key: getattr(before, key) for key in changes})
 
 
@@ -307,7 +308,7 @@ def warm_up(stack: Stack) -> None:
         traffic = send(stack.gateway_url, path)
         require_ok(traffic, 1)
         request_ids += traffic.request_ids
-    ended = time.time_ns()
+    ended = now_ns()
 
     def arrived() -> dict[str, bool]:
         roots = {s.get("attributes", {}).get("kong.request.id") for s in stack.sink.spans(name="kong")}

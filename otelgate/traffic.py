@@ -4,8 +4,9 @@ X-Kong-Request-Id the gateway gave it (the join key to traces and access logs)."
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
@@ -35,6 +36,28 @@ class Traffic:
                 + (f", first error: {self.errors[0]}" if self.errors else ""))
 
 
+class Journal(Protocol):
+    """Records the client-side facts of a run (clock readings, traffic), or plays them back on a replay."""
+
+    def clock(self, read: Callable[[], int]) -> int: ...
+
+    def traffic(self, path: str, count: int, perform: Callable[[], Traffic]) -> Traffic: ...
+
+
+# Installed by otelgate.reports.journal (recording during pytest runs, playback under `otelgate replay`).
+journal: Journal | None = None
+
+
+def now_ns() -> int:
+    """The wall clock as the claims read it: journaled, so a replay sees the same readings."""
+    return journal.clock(time.time_ns) if journal is not None else time.time_ns()
+
+
+def checkpoint() -> None:
+    """Mark "now" in the journal: a replay shows the sink only what had arrived by this point."""
+    now_ns()
+
+
 def send(
     gateway_url: str,
     path: str,
@@ -44,6 +67,13 @@ def send(
     timeout: float = 10.0,
 ) -> Traffic:
     """GET ``path`` ``count`` times, sequentially, each with its own timeout."""
+    if journal is not None:
+        return journal.traffic(path, count, lambda: _send(gateway_url, path, count, headers_per_request, timeout))
+    return _send(gateway_url, path, count, headers_per_request, timeout)
+
+
+def _send(gateway_url: str, path: str, count: int, headers_per_request: Sequence[Mapping[str, str]] | None,
+          timeout: float) -> Traffic:
     traffic = Traffic(path=path, started_ns=time.time_ns())
     with httpx.Client(base_url=gateway_url, timeout=httpx.Timeout(timeout)) as client:
         for index in range(count):
