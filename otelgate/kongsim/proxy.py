@@ -1,0 +1,604 @@
+"""The Kong simulator's proxy listener (a TEST DOUBLE of Kong 3.9, for the local stack only; not Kong).
+
+A plain ASGI app that walks one request through Kong's phases as the reference describes them:
+rewrite (root ``kong`` span, §2.2) -> access (``kong.router``; pre-created balancer span; plugins by priority:
+opentelemetry 14 propagates, §6) -> balancer (``kong.dns``, upstream tries with the service's timeouts and
+``retries``) -> header_filter (root status/route attributes, ``kong.header_filter.plugin.opentelemetry``) ->
+response -> log, scheduled off the request path (opentelemetry 14, prometheus 13, tcp-log 7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+import httpx
+
+from otelgate import kongconfig
+from otelgate.kongsim import tcplog
+from otelgate.kongsim.node import Node, Runtime
+from otelgate.kongsim.tracing import (
+    KONG_VERSION,
+    SPAN_KIND_CLIENT,
+    SPAN_KIND_SERVER,
+    STATUS_ERROR,
+    RequestTracing,
+    UpstreamHeaders,
+    encode_span,
+    propagate,
+    sample_trace_id,
+)
+
+log = logging.getLogger("otelgate.kongsim.proxy")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "te",
+              "trailer", "transfer-encoding", "upgrade", "proxy"}
+IDEMPOTENT = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"}
+VIA = f"1.1 kong/{KONG_VERSION}"
+SERVER = f"kong/{KONG_VERSION}"
+# kong/tools/http.lua JSON error template and kong/pdk/response.lua messages
+ERROR_TEMPLATE = '{\n  "message":"%s",\n  "request_id":"%s"\n}'
+NO_ROUTE = "no Route matched with those values"
+MSG_502 = "An invalid response was received from the upstream server"
+MSG_503_DNS = "name resolution failed"
+MSG_504 = "The upstream server is timing out"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Try:
+    balancer_start_ns: int
+    ip: str
+    port: int
+    balancer_latency_ns: int = 0
+    connect_ns: int = 0
+    state: str | None = None
+    code: int | None = None
+
+    def as_log(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "balancer_start": self.balancer_start_ns // 1_000_000, "balancer_start_ns": self.balancer_start_ns,
+            "ip": self.ip, "port": self.port, "balancer_latency": self.balancer_latency_ns // 1_000_000,
+            "balancer_latency_ns": self.balancer_latency_ns,
+        }
+        if self.state:
+            entry["state"], entry["code"] = self.state, self.code
+        return entry
+
+
+@dataclass
+class Exchange:
+    """``ngx.ctx`` / ``ngx.var`` of one request."""
+
+    runtime: Runtime
+    start_ns: int
+    request_id: str
+    method: str
+    request_uri: str  # path + "?" + query as received
+    path: str
+    query: str
+    scheme: str
+    host: str  # $host: Host header without port
+    server_port: int
+    client_ip: str
+    http_version: str
+    incoming: list[tuple[str, str]]
+    body: bytes
+    tracing: RequestTracing
+    headers: UpstreamHeaders  # the request headers as Kong changes them (what the log shows)
+    serialize_values: list[tuple[str, Any]] = field(default_factory=list)
+    route: kongconfig.Route | None = None
+    service: kongconfig.Service | None = None
+    upstream_uri: str = ""
+    tries: list[Try] = field(default_factory=list)
+    upstream_statuses: list[str] = field(default_factory=list)
+    status: int = 0
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_source: str = "exit"  # kong.response.get_source(): service | error | exit
+    bytes_sent: int = 0
+    kong_latency_ms: int | None = None
+    waiting_ms: int | None = None
+    receive_ms: int = 0
+    body_filter_end_ns: int = 0
+    access_ran: bool = False
+
+    def header(self, name: str) -> str | None:
+        return self.headers.lower_items().get(name.lower().replace("_", "-"))
+
+
+class ProxyApp:
+    """ASGI app of the proxy listener."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._client = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        self.node.counters.total_requests += 1
+        self.node.counters.active += 1
+        try:
+            await self._handle(scope, receive, send)
+        finally:
+            self.node.counters.active -= 1
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start_ns = time.time_ns()
+        runtime = self.node.runtime
+        body = await _read_body(receive)
+        if runtime is None:
+            await _send(send, 503, [("content-type", "application/json; charset=utf-8")],
+                        b'{"message":"no configuration available (empty configuration present)"}')
+            return
+        ex = self._exchange(scope, runtime, body, start_ns)
+        self._rewrite(ex)
+        self._route(ex)
+        if ex.route is None:
+            response_body = self._kong_error_body(ex, 404, NO_ROUTE, "exit")
+        else:
+            self._access_plugins(ex)
+            ex.kong_latency_ms = (time.time_ns() - start_ns) // 1_000_000
+            response_body = await self._balancer_and_proxy(ex)
+        self._header_filter(ex)
+        await self._respond(ex, send, response_body)
+        self._schedule_log(ex)
+
+    # ----------------------------------------------------------------------------------------------- phases
+
+    def _exchange(self, scope: Scope, runtime: Runtime, body: bytes, start_ns: int) -> Exchange:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        host_header = next((v for k, v in headers if k.lower() == "host"), "")
+        host = host_header.rsplit(":", 1)[0] if host_header and not host_header.endswith("]") else host_header
+        server = scope.get("server") or ("127.0.0.1", 0)
+        client = scope.get("client") or ("127.0.0.1", 0)
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"").decode("latin-1")
+        request_uri = raw_path.decode("latin-1") + (f"?{query}" if query else "")
+        tracing = RequestTracing(self.node.instrumentations)
+        return Exchange(runtime=runtime, start_ns=start_ns, request_id=uuid.uuid4().hex, method=scope["method"],
+                        request_uri=request_uri, path=raw_path.decode("latin-1"), query=query,
+                        scheme=scope.get("scheme", "http"), host=(host or server[0]).lower(),
+                        server_port=int(server[1] or 0), client_ip=client[0], http_version=scope["http_version"],
+                        incoming=headers, body=body, tracing=tracing, headers=UpstreamHeaders(headers))
+
+    def _rewrite(self, ex: Exchange) -> None:
+        """The root span (instrumentation ``request``, §2.1-2.2); it gets the global sampler's decision first."""
+        if not ex.tracing.enabled("request"):
+            return
+        root = ex.tracing.start_span("kong", SPAN_KIND_SERVER, start_ns=ex.start_ns, attributes={
+            "http.method": ex.method,
+            "http.url": f"{ex.scheme}://{ex.host}{ex.request_uri}",  # no port (§2.2)
+            "http.host": ex.host,
+            "http.scheme": ex.scheme,
+            "http.flavor": ex.http_version,
+            "http.client_ip": ex.client_ip,  # get_forwarded_ip(): no trusted_ips, so the client address
+            "net.peer.ip": ex.client_ip,
+            "kong.request.id": ex.request_id,
+        })
+        ex.tracing.raw_trace_id = root.trace_id
+        ex.tracing.should_sample = sample_trace_id(root.trace_id, self.node.tracing_sampling_rate)
+
+    def _route(self, ex: Exchange) -> None:
+        tracing = ex.tracing
+        span = tracing.start_span("kong.router") if tracing.enabled("router") else None
+        if tracing.enabled("balancer") and tracing.root is not None:
+            # pre-created so its id can be propagated upstream (§2.4, §6)
+            tracing.unlinked_balancer = tracing.create_span("", SPAN_KIND_CLIENT, parent=tracing.root)
+        match = match_route(ex.runtime.config, ex.path)
+        if span is not None:
+            if match is None:
+                span.status = STATUS_ERROR
+            tracing.finish(span)
+        if match is None:
+            return
+        ex.service, ex.route, ex.upstream_uri = match
+        if ex.query:
+            ex.upstream_uri += f"?{ex.query}"
+
+    def _access_plugins(self, ex: Exchange) -> None:
+        plugin = ex.runtime.otel
+        if plugin is None:
+            return
+        tracing = ex.tracing
+        span = tracing.start_span("kong.access.plugin.opentelemetry") if tracing.enabled("plugin_access") else None
+        formats = propagate(plugin.config, ex.headers, tracing, self.node.tracing_sampling_rate)
+        if formats:
+            ex.serialize_values.append(("trace_id", dict(formats)))  # set in access (§9)
+        ex.access_ran = True
+        if span is not None:
+            tracing.finish(span)
+
+    async def _resolve(self, ex: Exchange, host: str, port: int) -> str | None:
+        tracing = ex.tracing
+        span = tracing.start_span("kong.dns", SPAN_KIND_CLIENT) if tracing.enabled("dns_query") else None
+        ip: str | None = None
+        error = ""
+        assert ex.service is not None
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, family=socket.AF_INET),
+                ex.service.connect_timeout_ms / 1000)
+            ip = str(infos[0][4][0])
+        except (OSError, TimeoutError) as exc:
+            error = f"dns server error: {exc or 'timeout'}"
+        if span is not None:
+            span.attributes["dns.record.domain"] = host
+            span.attributes["dns.record.port"] = float(port)  # a Lua number: double (§3)
+            if ip:
+                span.attributes["dns.record.ip"] = ip
+            else:
+                span.events.append(("exception", time.time_ns(), {"exception.message": error}))
+                span.status = STATUS_ERROR
+            tracing.finish(span)
+        if ip is None:
+            log.error("[kongsim test double] DNS resolution failed for %s: %s", host, error)
+        return ip
+
+    async def _balancer_and_proxy(self, ex: Exchange) -> bytes:
+        service = ex.service
+        assert service is not None
+        ip = await self._resolve(ex, service.host, service.port)
+        if ip is None:
+            return self._kong_error_body(ex, 503, MSG_503_DNS, "error")
+        headers = self._upstream_headers(ex)
+        timeout = httpx.Timeout(connect=service.connect_timeout_ms / 1000, read=service.read_timeout_ms / 1000,
+                                write=service.write_timeout_ms / 1000, pool=service.connect_timeout_ms / 1000)
+        target_host = ip if service.protocol == "http" else service.host
+        url = f"{service.protocol}://{_bracket(target_host)}:{service.port}{ex.upstream_uri}"
+        max_tries = service.retries + 1
+        for attempt in range(1, max_tries + 1):
+            attempt_try = Try(balancer_start_ns=time.time_ns(), ip=ip, port=service.port)
+            ex.tries.append(attempt_try)
+            sent_ns = time.time_ns()
+            try:
+                request = self._client.build_request(ex.method, url, headers=headers, content=ex.body,
+                                                     timeout=timeout)
+                response = await self._client.send(request, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                code = 504 if isinstance(exc, httpx.ConnectTimeout) else 502
+                if self._failed_try(ex, attempt_try, code, exc, retry=attempt < max_tries):
+                    continue
+                return self._upstream_failure(ex, code)
+            except httpx.TransportError as exc:  # read/write timeouts, resets, protocol errors
+                code = 504 if isinstance(exc, httpx.TimeoutException) else 502
+                retry = attempt < max_tries and ex.method in IDEMPOTENT
+                if self._failed_try(ex, attempt_try, code, exc, retry=retry):
+                    continue
+                return self._upstream_failure(ex, code)
+            headers_ns = time.time_ns()
+            try:
+                body = await response.aread()
+            except httpx.TransportError as exc:
+                await response.aclose()
+                self._failed_try(ex, attempt_try, 502, exc, retry=False)
+                return self._upstream_failure(ex, 502)
+            ex.waiting_ms = (headers_ns - sent_ns) // 1_000_000
+            ex.receive_ms = (time.time_ns() - headers_ns) // 1_000_000
+            ex.upstream_statuses.append(str(response.status_code))
+            ex.status, ex.response_source = response.status_code, "service"
+            ex.response_headers = _response_headers(response.headers.multi_items(), len(body))
+            return body
+        return self._upstream_failure(ex, 502)  # pragma: no cover - the loop always returns
+
+    def _failed_try(self, ex: Exchange, attempt: Try, code: int, exc: Exception, *, retry: bool) -> bool:
+        attempt.state, attempt.code = "failed", code
+        ex.upstream_statuses.append(str(code))
+        log.error("[kongsim test double] upstream %s try %d failed (%s: %s)%s", attempt.ip, len(ex.tries),
+                  type(exc).__name__, exc, "; retrying" if retry else "")
+        return retry
+
+    def _upstream_failure(self, ex: Exchange, code: int) -> bytes:
+        return self._kong_error_body(ex, code, MSG_504 if code == 504 else MSG_502, "error")
+
+    def _upstream_headers(self, ex: Exchange) -> dict[str, str]:
+        """The request as it leaves for the upstream (Kong's nginx proxy_set_header set + propagation changes)."""
+        service, route = ex.service, ex.route
+        assert service is not None and route is not None
+        out = {name: value for name, value in ex.headers.items() if name.lower() not in HOP_BY_HOP | {"host"}}
+        default_port = 443 if service.protocol == "https" else 80
+        if route.preserve_host:
+            out["Host"] = next((v for k, v in ex.incoming if k.lower() == "host"), service.host)
+        else:
+            out["Host"] = service.host if service.port == default_port else f"{service.host}:{service.port}"
+        forwarded_for = ex.header("x-forwarded-for")
+        out["X-Forwarded-For"] = f"{forwarded_for}, {ex.client_ip}" if forwarded_for else ex.client_ip
+        out["X-Forwarded-Proto"] = ex.scheme
+        out["X-Forwarded-Host"] = ex.host
+        out["X-Forwarded-Port"] = str(ex.server_port)
+        out["X-Forwarded-Path"] = ex.path
+        if route.strip_path:
+            prefix = _matched_prefix(route, ex.path)
+            if prefix and prefix != "/":
+                out["X-Forwarded-Prefix"] = prefix
+        out["X-Real-IP"] = ex.client_ip
+        out["X-Kong-Request-Id"] = ex.request_id  # headers_upstream = x-kong-request-id (§2.2)
+        return out
+
+    def _header_filter(self, ex: Exchange) -> None:
+        tracing = ex.tracing
+        root = tracing.root
+        if root is not None:  # runloop_before_header_filter
+            root.attributes["http.status_code"] = ex.status
+            root.attributes["http.route"] = ex.route.paths[0] if ex.route and ex.route.paths else ""
+        plugin = ex.runtime.otel
+        if plugin is None:
+            return
+        span = (tracing.start_span("kong.header_filter.plugin.opentelemetry")
+                if tracing.enabled("plugin_header_filter") else None)
+        header_name = plugin.config.get("http_response_header_for_traceid")
+        if header_name:
+            trace_id = tracing.raw_trace_id or (root.trace_id if root else None)
+            if trace_id:
+                ex.response_headers.append((header_name, trace_id.hex()))
+        if span is not None:
+            tracing.finish(span)
+
+    def _kong_error_body(self, ex: Exchange, status: int, message: str, source: str) -> bytes:
+        body = (ERROR_TEMPLATE % (message, ex.request_id)).encode()
+        ex.status, ex.response_source = status, source
+        ex.response_headers = [("Content-Type", "application/json; charset=utf-8"),
+                               ("Content-Length", str(len(body))), ("Server", SERVER)]
+        return body
+
+    async def _respond(self, ex: Exchange, send: Send, body: bytes) -> None:
+        elapsed_ms = (time.time_ns() - ex.start_ns) // 1_000_000
+        headers = list(ex.response_headers)
+        if ex.response_source == "service":
+            headers += [("X-Kong-Upstream-Latency", str(ex.waiting_ms or 0)),
+                        ("X-Kong-Proxy-Latency", str(ex.kong_latency_ms or 0)), ("Via", VIA)]
+        else:
+            headers.append(("X-Kong-Response-Latency", str(elapsed_ms)))
+        headers.append(("X-Kong-Request-Id", ex.request_id))
+        ex.response_headers = headers
+        await _send(send, ex.status, headers, body)
+        ex.bytes_sent = _response_size(ex.status, headers, body)
+        ex.body_filter_end_ns = time.time_ns()
+
+    # ----------------------------------------------------------------------------------------------- log phase
+
+    def _schedule_log(self, ex: Exchange) -> None:
+        task = asyncio.get_running_loop().create_task(self._log_phase(ex))
+        self.node.counters.in_flight_log_tasks.add(task)
+        task.add_done_callback(self.node.counters.in_flight_log_tasks.discard)
+
+    async def _log_phase(self, ex: Exchange) -> None:
+        try:
+            self._finish_spans(ex)
+            self._otel_log(ex)
+            prometheus = ex.runtime.prometheus
+            if prometheus is not None:
+                self.node.registry.log(prometheus.config, serialize(ex), ex.response_source)
+            self._tcp_log(ex)
+        except Exception:  # a log-phase bug must never take the listener down; it is reported loudly
+            log.exception("[kongsim test double] log phase failed for request %s", ex.request_id)
+
+    def _finish_spans(self, ex: Exchange) -> None:
+        """``runloop_log_before``: balancer spans per try (§2.1), then the root ends at body-filter end (§2.4)."""
+        tracing = ex.tracing
+        root = tracing.root
+        if root is None:
+            return
+        end_ns = ex.body_filter_end_ns
+        unlinked = tracing.unlinked_balancer if tracing.enabled("balancer") else None
+        for index, attempt in enumerate(ex.tries if tracing.enabled("balancer") else (), start=1):
+            # Lua numbers are doubles in OTLP (§3)
+            attributes: dict[str, Any] = {"try_count": float(index), "net.peer.ip": attempt.ip,
+                                          "net.peer.port": float(attempt.port)}
+            if index < len(ex.tries) or attempt.state is not None or unlinked is None:
+                span = tracing.start_span("kong.balancer", SPAN_KIND_CLIENT, start_ns=attempt.balancer_start_ns,
+                                          attributes=attributes)
+                end = attempt.balancer_start_ns + attempt.balancer_latency_ns + attempt.connect_ns
+                finish_at = max(end, attempt.balancer_start_ns)
+            else:
+                span = unlinked
+                tracing.link_balancer_span(span, attributes, attempt.balancer_start_ns)
+                finish_at = end_ns
+            if attempt.state is not None:
+                span.attributes["http.status_code"] = attempt.code
+                span.status = STATUS_ERROR
+            if ex.service is not None:
+                span.attributes["net.peer.name"] = ex.service.host
+            tracing.finish(span, finish_at if finish_at > span.start_ns else span.start_ns + 1000)
+        tracing.finish(root, end_ns)
+
+    def _otel_log(self, ex: Exchange) -> None:
+        runtime = ex.runtime
+        if runtime.otel is None or runtime.otel_exporter is None:
+            return
+        tracing = ex.tracing
+        if tracing.should_sample is False or tracing.root is None:
+            return
+        for span in tracing.spans:
+            runtime.otel_exporter.enqueue(encode_span(span, tracing.raw_trace_id))
+
+    def _tcp_log(self, ex: Exchange) -> None:
+        runtime = ex.runtime
+        if runtime.tcp_log is None or runtime.tcp_sender is None:
+            return
+        try:
+            if runtime.lua_fields:
+                runtime.lua_fields.evaluate(
+                    serialize=lambda: serialize(ex), get_header=lambda name: ex.header(str(name)),
+                    set_serialize_value=lambda key, value: ex.serialize_values.append((key, value)))
+            line = tcplog.cjson_encode(serialize(ex))
+        except Exception as exc:  # Lua runtime error, serialize error: the handler aborts, the line is lost
+            log.error("[kongsim test double] tcp-log: log handler failed for request %s, line not sent: %s",
+                      ex.request_id, exc)
+            return
+        runtime.tcp_sender.send(line)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# routing
+
+def match_route(config: kongconfig.KongConfig, path: str
+                ) -> tuple[kongconfig.Service, kongconfig.Route, str] | None:
+    """Prefix routing: the longest matching prefix path wins (Kong sorts prefix paths by length)."""
+    best: tuple[int, kongconfig.Service, kongconfig.Route, str] | None = None
+    for service in config.services:
+        for route in service.routes:
+            for prefix in route.paths:
+                if path.startswith(prefix) and (best is None or len(prefix) > best[0]):
+                    best = (len(prefix), service, route, prefix)
+    if best is None:
+        return None
+    _length, service, route, prefix = best
+    return service, route, upstream_path(service, route, prefix, path)
+
+
+def _matched_prefix(route: kongconfig.Route, path: str) -> str | None:
+    return max((p for p in route.paths if path.startswith(p)), key=len, default=None)
+
+
+def upstream_path(service: kongconfig.Service, route: kongconfig.Route, prefix: str, path: str) -> str:
+    """``path_handling = v0``: strip the matched prefix when ``strip_path``, then append to the service path."""
+    rest = path[len(prefix):] if route.strip_path else path
+    base = service.path
+    if not base:
+        return rest if rest.startswith("/") else "/" + rest
+    if not rest or rest == "/":
+        return base if route.strip_path else base.rstrip("/") + rest
+    if base.endswith("/") and rest.startswith("/"):
+        return base + rest[1:]
+    return base + rest if rest.startswith("/") or base.endswith("/") else base + "/" + rest
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the serializer (§10.3)
+
+def serialize(ex: Exchange) -> dict[str, Any]:
+    """``kong.log.serialize()`` for this request, with the request's ``set_serialize_value`` entries applied."""
+    request_headers: dict[str, Any] = {}
+    for name, value in ex.headers.lower_items().items():
+        request_headers[name] = "REDACTED" if name in ("authorization", "proxy-authorization") else value
+    response_headers: dict[str, Any] = {}
+    for name, value in ex.response_headers:
+        key = name.lower()
+        existing = response_headers.get(key)
+        response_headers[key] = value if existing is None else ([*existing, value] if isinstance(existing, list)
+                                                                else [existing, value])
+    total_ms = (ex.body_filter_end_ns - ex.start_ns) / 1e6
+    root: dict[str, Any] = {
+        "request": {
+            "id": ex.request_id,
+            "uri": ex.request_uri,
+            "url": f"{ex.scheme}://{ex.host}:{ex.server_port}{ex.request_uri}",  # with port (§10.3)
+            "querystring": _querystring(ex.query),
+            "method": ex.method,
+            "headers": request_headers,
+            "size": _request_size(ex),
+        },
+        "upstream_uri": ex.upstream_uri,
+        "upstream_status": ", ".join(ex.upstream_statuses),
+        "response": {"status": ex.status, "headers": response_headers, "size": ex.bytes_sent},
+        "latencies": {
+            "kong": ex.kong_latency_ms if ex.kong_latency_ms is not None else int(total_ms),
+            "proxy": ex.waiting_ms if ex.waiting_ms is not None else -1,
+            "request": int(total_ms),  # $request_time has millisecond resolution
+            "receive": ex.receive_ms,
+        },
+        "tries": [t.as_log() for t in ex.tries] or None,
+        "route": _entity(ex.route.entity) if ex.route else None,
+        "service": _entity(ex.service.entity) if ex.service else None,
+        "client_ip": ex.client_ip,
+        "started_at": ex.start_ns // 1_000_000,
+        "source": "upstream" if ex.response_source == "service" else "kong",
+        "workspace": kongconfig.DEFAULT_WORKSPACE_ID,
+        "workspace_name": "default",
+    }
+    root = {k: v for k, v in root.items() if v is not None}
+    return tcplog.apply_serialize_values(root, copy.deepcopy(ex.serialize_values))
+
+
+def _entity(entity: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(entity))  # a deep, plain copy
+
+
+def _querystring(query: str) -> dict[str, Any]:
+    """``kong.request.get_query()``: ``a=1&b`` -> {"a": "1", "b": true}; repeated keys become arrays."""
+    out: dict[str, Any] = {}
+    for part in query.split("&") if query else []:
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        item: Any = unquote_plus(value) if sep else True
+        key = unquote_plus(key)
+        if key in out:
+            out[key] = [*out[key], item] if isinstance(out[key], list) else [out[key], item]
+        else:
+            out[key] = item
+    return out
+
+
+def _request_size(ex: Exchange) -> int:
+    """``$request_length``: request line, headers and body as received."""
+    line = len(f"{ex.method} {ex.request_uri} HTTP/{ex.http_version}\r\n")
+    headers = sum(len(k) + len(v) + 4 for k, v in ex.incoming)
+    return line + headers + 2 + len(ex.body)
+
+
+def _response_size(status: int, headers: list[tuple[str, str]], body: bytes) -> int:
+    """``$bytes_sent``: status line, headers and body."""
+    return len(f"HTTP/1.1 {status} \r\n") + sum(len(k) + len(v) + 4 for k, v in headers) + 2 + len(body)
+
+
+def _response_headers(items: list[tuple[str, str]], body_length: int) -> list[tuple[str, str]]:
+    out = [(k, v) for k, v in items if k.lower() not in HOP_BY_HOP | {"content-length", "content-encoding"}]
+    out.append(("Content-Length", str(body_length)))
+    return out
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
