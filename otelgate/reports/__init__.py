@@ -1,0 +1,1 @@
+"""Reports otelgate writes for people: the sampling-rate report (``sampling``) and others."""
