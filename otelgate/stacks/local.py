@@ -36,7 +36,8 @@ from otelgate.stacks.base import StackSettings
 from otelgate.waiting import poll_until
 
 if TYPE_CHECKING:
-    from otelgate.collector import CollectorPorts, CollectorProcess
+    from otelgate.collector.config import CollectorPorts
+    from otelgate.collector.process import CollectorProcess
     from otelgate.sink.client import SinkClient
 
 HOST = "127.0.0.1"
@@ -46,6 +47,7 @@ COLLECTOR_YAML = REPO_ROOT / "manifests" / "otel" / "collector.yaml"
 TOKEN_ENV = "DT_API_TOKEN"
 REDACTED = "<redacted>"
 KONG_SERVICE_NAME = "kong-otel"
+LOCAL_KONG_DEPLOYMENT_NAME = "kong-local"
 # services Kong routes to (membership is only called by coupon, as in the cluster)
 GATEWAY_SERVICES = ("coupon", "inventory", "pricing")
 # start order inside the services tier: membership first, coupon's dependency
@@ -133,7 +135,8 @@ class LocalStack:
         self.gateway_url = f"http://{HOST}:{self.ports.proxy}"
         self.sink_url = f"http://{HOST}:{self.ports.sink}"
         self._sink: SinkClient | None = None
-        self.kong_deployment_name = "kong"
+        # the value the collector's attributes/kong processor inserts (KONG_DEPLOYMENT_NAME in the collector's env)
+        self.kong_deployment_name = LOCAL_KONG_DEPLOYMENT_NAME
         self.bring_up_seconds: float | None = None
         self.canary_trace_id: str | None = None
         self._closed = False
@@ -232,15 +235,17 @@ class LocalStack:
 
     def _start_collector(self) -> None:
         from otelgate import collector as collector_mod
+        from otelgate.collector.config import CollectorPorts, load_collector_resource, local_env
+        from otelgate.collector.process import CollectorProcess
 
         binary = self._collector_binary or collector_mod.find_collector()
         if self._collector_ports is None:
-            self._collector_ports = collector_mod.CollectorPorts(**{
-                name: free_port() for name in _collector_port_names(collector_mod.CollectorPorts)})
-        config = self._collector_config()
+            self._collector_ports = CollectorPorts.allocate()
+        resource = load_collector_resource(self.collector_yaml)
+        config = self._collector_config(resource)
         _write_yaml(self.workdir / "config" / "collector.yaml", config, self._token)
-        proc = collector_mod.CollectorProcess(binary, config, self.workdir / "collector",
-                                              env={**os.environ, TOKEN_ENV: self._token})
+        env = local_env(resource, self._token, KONG_DEPLOYMENT_NAME=self.kong_deployment_name)
+        proc = CollectorProcess(binary, config, self.workdir / "collector", env=env)
         self.collector = proc
         proc.start()
         try:
@@ -248,14 +253,12 @@ class LocalStack:
         except AssertionError as exc:
             raise StackStartError(redact(str(exc), self._token)) from None
 
-    def _collector_config(self) -> dict[str, Any]:
-        from otelgate import collector as collector_mod
+    def _collector_config(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        from otelgate.collector.config import derive_local_config
 
         assert self._collector_ports is not None
-        resource = collector_mod.load_collector_resource(self.collector_yaml)
-        self.kong_deployment_name = _inserted_deployment_name(resource) or self.kong_deployment_name
-        return collector_mod.derive_local_config(
-            resource,
+        return derive_local_config(
+            resource["spec"]["config"],
             ports=self._collector_ports,
             sink_endpoint=f"{self.sink_url}/api/v2/otlp",
             kong_status_target=f"{HOST}:{self.ports.kong_status}",
@@ -315,6 +318,7 @@ class LocalStack:
                            "--tracing-sampling-rate", repr(float(self.settings.tracing_sampling_rate)),
                            "--tracing-instrumentations", "all")
         proc = self._spawn("kong", argv, dict(os.environ))
+        self._wait_http(proc, f"http://{HOST}:{self.ports.kong_status}/status/ready")
         self._wait_http(proc, f"{self.kong_admin_url}/status")
         try:
             proc.wait_ready(lambda: port_is_open(HOST, self.ports.proxy), what=f"proxy port {self.ports.proxy}",
@@ -399,14 +403,14 @@ class LocalStack:
     def _post_kong_config(self) -> None:
         config = self._kong_config(self.settings)
         _write_yaml(self.workdir / "config" / "kong.yaml", config, None)
-        before = self._kong_config_hash()
         response = httpx.post(f"{self.kong_admin_url}/config", json=config, timeout=self.timeouts.reconfigure)
         if response.status_code >= 300:
             raise RuntimeError(f"the Kong simulator refused the new config: HTTP {response.status_code} "
                                f"{response.text[:2000]}")
-        if before is not None:
-            poll_until(self._kong_config_hash, lambda now: now is not None and now != before,
-                       what="the simulator's configuration_hash to change after POST /config",
+        wanted = str(response.json().get("configuration_hash") or "")
+        if wanted:
+            poll_until(self._kong_config_hash, lambda now: now == wanted,
+                       what=f"the simulator's Admin /status to report configuration_hash {wanted}",
                        timeout=self.timeouts.reconfigure)
 
     def _kong_config_hash(self) -> str | None:
@@ -431,9 +435,7 @@ class LocalStack:
 
     def collector_pid(self) -> int | None:
         """The collector process' pid (for CPU/RSS sampling), or None while it is stopped."""
-        if self.collector is None:
-            return None
-        return _pid_of(self.collector)
+        return self.collector.pid if self.collector is not None and self.collector.alive() else None
 
     def urls(self) -> dict[str, str]:
         urls = {
@@ -458,11 +460,7 @@ class LocalStack:
 
     def _log_tail(self, name: str, lines: int = 40) -> str:
         if name == "collector":
-            if self.collector is None:
-                return "<collector not running>"
-            path = Path(self.collector.log_path)
-            text = path.read_text(errors="replace") if path.exists() else "<no log>"
-            return redact("\n".join(text.splitlines()[-lines:]), self._token)
+            return redact(self.collector.log_tail(lines), self._token) if self.collector else "<collector not running>"
         proc = self.processes.get(name)
         return redact(proc.log_tail(lines), self._token) if proc else f"<{name} not started>"
 
@@ -521,28 +519,6 @@ def _collector_port_names(ports_type: type) -> list[str]:
 
 def _collector_port_values(ports: object) -> list[int]:
     return [int(getattr(ports, name)) for name in _collector_port_names(type(ports))]
-
-
-def _pid_of(proc: object) -> int | None:
-    pid = getattr(proc, "pid", None)
-    if isinstance(pid, int):
-        return pid
-    inner = getattr(proc, "process", None) or getattr(proc, "popen", None)
-    inner_pid = getattr(inner, "pid", None)
-    return inner_pid if isinstance(inner_pid, int) else None
-
-
-def _inserted_deployment_name(resource: Mapping[str, Any]) -> str | None:
-    """The value the collector's attributes processor inserts for the Kong deployment, read from the CR."""
-    config = resource.get("spec", {}).get("config", resource)
-    processors = config.get("processors", {}) if isinstance(config, Mapping) else {}
-    for proc_id, proc in processors.items():
-        if not str(proc_id).startswith("attributes") or not isinstance(proc, Mapping):
-            continue
-        for action in proc.get("actions", []) or []:
-            if "deployment" in str(action.get("key", "")) and action.get("value") is not None:
-                return str(action["value"])
-    return None
 
 
 def _write_yaml(path: Path, data: Any, secret: str | None) -> None:
