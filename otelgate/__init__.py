@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from otelgate.sink.client import SinkClient  # noqa: E402
+from otelgate.sink.client import SinkClient
 
 __all__ = ["SinkClient", "__version__"]

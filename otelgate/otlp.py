@@ -95,25 +95,42 @@ def _hex_ids_to_base64(node: Any) -> Any:
 # ---------------------------------------------------------------------------------------------- normalization
 
 
+_SCALAR_KINDS = frozenset({"string_value", "bool_value", "int_value", "double_value"})
+
+
 def any_value(value: Any) -> Any:
     """An OTLP AnyValue as JSON: str, bool, int, float, list, dict, bytes as hex; None when unset."""
     kind = value.WhichOneof("value")
+    if kind in _SCALAR_KINDS:
+        return getattr(value, kind)
     if kind is None:
         return None
-    convert = _ANY_CONVERTERS.get(kind)
-    return convert(value) if convert is not None else getattr(value, kind)
+    return _COMPOSITE_CONVERTERS[kind](value)
 
 
 def attributes(key_values: Iterable[Any]) -> dict[str, Any]:
-    """A repeated KeyValue as a dict; a duplicate key keeps its first value (as the spec allows)."""
+    """A repeated KeyValue as a dict; a duplicate key keeps its first value (as the spec allows).
+
+    The scalar case is inlined: attributes are most of the normalization work.
+    """
     out: dict[str, Any] = {}
+    scalar_kinds = _SCALAR_KINDS
     for kv in key_values:
-        if kv.key not in out:
-            out[kv.key] = any_value(kv.value)
+        key = kv.key
+        if key in out:
+            continue
+        value = kv.value
+        kind = value.WhichOneof("value")
+        if kind in scalar_kinds:
+            out[key] = getattr(value, kind)
+        elif kind is None:
+            out[key] = None
+        else:
+            out[key] = _COMPOSITE_CONVERTERS[kind](value)
     return out
 
 
-_ANY_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+_COMPOSITE_CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "bytes_value": lambda v: v.bytes_value.hex(),
     "array_value": lambda v: [any_value(item) for item in v.array_value.values],
     "kvlist_value": lambda v: attributes(v.kvlist_value.values),

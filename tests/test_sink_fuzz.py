@@ -33,8 +33,8 @@ CAP = 60
 TOKEN = fake_token()
 SIGNALS = ("traces", "metrics", "logs")
 # OTELGATE_FUZZ_EXAMPLES=1000 for a longer run
-FUZZ = settings(deadline=None, max_examples=int(os.environ.get("OTELGATE_FUZZ_EXAMPLES", "60")), suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(deadline=None, max_examples=int(os.environ.get("OTELGATE_FUZZ_EXAMPLES", "60")),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")

@@ -145,7 +145,7 @@ def test_row5_json_body_is_415_on_the_dynatrace_profile(sink: SinkServer) -> Non
     body = json.dumps({"resourceSpans": []}).encode()
     response = post_otlp(sink.signal_url("traces"), body, TOKEN, content_type="application/json")
     assert response.status_code == 415
-    code, message = _status(response)
+    _code, message = _status(response)
     assert "application/json" in message and "application/x-protobuf" in message
     assert _reasons(sink, "traces") == ["UNSUPPORTED_MEDIA_TYPE"]
 

@@ -53,7 +53,7 @@ def test_sdk_spans_land_and_are_queryable(sink: SinkServer, token: str) -> None:
     with tracer.start_as_current_span("parent", attributes={"http.method": "GET"}) as parent, \
             tracer.start_as_current_span("child"):
         trace_id = format(parent.get_span_context().trace_id, "032x")
-    provider.shutdown()  # collects and exports once
+    provider.shutdown()  # flushes the spans (SimpleSpanProcessor sent them already)
 
     spans = sink.client.wait_for_trace(trace_id, min_spans=2, timeout=10)
     by_name = {s["name"]: s for s in spans}

@@ -287,8 +287,8 @@ def build_app(state: SinkState) -> Starlette:
         status = getattr(exc, "status_code", 404)
         path = request.url.path
         if path.startswith("/api/") and not path.startswith("/api/v2/otlp"):
-            return JsonResponse({"error": f"{request.method} {path}: {'not found' if status == 404 else 'method not allowed'}"},
-                                status_code=status)
+            problem = "not found" if status == 404 else "method not allowed"
+            return JsonResponse({"error": f"{request.method} {path}: {problem}"}, status_code=status)
         encoding: Encoding = "json" if media_type(request) == JSON_CONTENT_TYPE and not config.is_dynatrace \
             else "protobuf"
         where = f"{config.ingest_prefix}/v1/{{traces,metrics,logs}}"

@@ -8,6 +8,7 @@ With the ``otlp`` profile nothing is refused; logs still get their ``linkable`` 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import re
@@ -121,7 +122,8 @@ def _metric_problem(point: dict[str, Any], config: SinkConfig) -> tuple[str, str
     for field_name in ("value", "sum", "min", "max"):
         bad = _invalid_number(point[field_name])
         if bad is not None:
-            return "VALUE_INVALID", f"Metric value dropped. key: '{name}' details: 'Value was {bad}' - Reason: VALUE_INVALID"
+            return ("VALUE_INVALID",
+                    f"Metric value dropped. key: '{name}' details: 'Value was {bad}' - Reason: VALUE_INVALID")
     if kind == "histogram":
         problem = _bucket_problem(point["explicit_bounds"], point["bucket_counts"])
         if problem is not None:
@@ -139,7 +141,7 @@ def _unsupported(name: str, reason: str) -> tuple[str, str]:
 
 
 def _bucket_problem(bounds: list[float], counts: list[int]) -> str | None:
-    if any(not math.isfinite(b) for b in bounds) or any(b >= a for b, a in zip(bounds, bounds[1:], strict=False)):
+    if any(not math.isfinite(b) for b in bounds) or any(b >= a for b, a in itertools.pairwise(bounds)):
         return "Histogram boundaries are not sorted"
     if counts and len(counts) != len(bounds) + 1:
         return "Histogram bucket counts do not match the boundaries"

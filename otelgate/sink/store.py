@@ -52,7 +52,7 @@ class IndexedRing:
     def by_key(self, value: str) -> list[dict[str, Any]]:
         return list(self._index.get(value, ()))
 
-    def keys(self) -> list[str]:
+    def index_keys(self) -> list[str]:
         return list(self._index)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -163,7 +163,7 @@ class Store:
 
     def trace_summaries(self) -> list[dict[str, Any]]:
         with self._lock:
-            groups = [(trace_id, self.spans.by_key(trace_id)) for trace_id in self.spans.keys()]
+            groups = [(trace_id, self.spans.by_key(trace_id)) for trace_id in self.spans.index_keys()]
         return [_summarize(trace_id, spans) for trace_id, spans in groups]
 
     def find_metric_points(self, name: str | None = None,
@@ -233,7 +233,8 @@ def validate_dump(dump: Any) -> None:
     if not isinstance(dump, Mapping):
         raise InvalidDump("a dump is a JSON object")
     if dump.get("otelgate_dump") != DUMP_VERSION:
-        raise InvalidDump(f"not an otelgate dump of version {DUMP_VERSION} (otelgate_dump={dump.get('otelgate_dump')!r})")
+        found = dump.get("otelgate_dump")
+        raise InvalidDump(f"not an otelgate dump of version {DUMP_VERSION} (otelgate_dump={found!r})")
     required = {"spans": ("trace_id", "span_id", "name"), "metric_points": ("name",),
                 "logs": ("trace_id", "attributes"), "rejections": ("reason",)}
     for key, fields in required.items():

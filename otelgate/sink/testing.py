@@ -69,7 +69,7 @@ def new_span_id() -> bytes:
 
 def span(name: str = "op", trace_id: bytes | None = None, span_id: bytes | None = None, parent: bytes = b"",
          end_ns: int | None = None, duration_ns: int = 1_000_000, attributes: Mapping[str, Any] | None = None,
-         kind: int = trace_pb2.Span.SPAN_KIND_SERVER) -> trace_pb2.Span:
+         kind: trace_pb2.Span.SpanKind.ValueType = trace_pb2.Span.SPAN_KIND_SERVER) -> trace_pb2.Span:
     end = time.time_ns() if end_ns is None else end_ns
     return trace_pb2.Span(
         trace_id=trace_id or new_trace_id(), span_id=span_id or new_span_id(), parent_span_id=parent, name=name,
@@ -99,7 +99,8 @@ def number_point(value: float | int, attributes: Mapping[str, Any] | None = None
 
 
 def sum_metric(name: str, values: Iterable[float | int] = (1,), monotonic: bool = True,
-               temporality: int = DELTA, attributes: Mapping[str, Any] | None = None) -> metrics_pb2.Metric:
+               temporality: metrics_pb2.AggregationTemporality.ValueType = DELTA,
+               attributes: Mapping[str, Any] | None = None) -> metrics_pb2.Metric:
     return metrics_pb2.Metric(name=name, sum=metrics_pb2.Sum(
         data_points=[number_point(v, attributes) for v in values], aggregation_temporality=temporality,
         is_monotonic=monotonic))
@@ -112,7 +113,7 @@ def gauge_metric(name: str, values: Iterable[float | int] = (1.0,),
 
 
 def histogram_metric(name: str, bounds: Sequence[float] = (1.0, 5.0), counts: Sequence[int] = (1, 2, 0),
-                     temporality: int = DELTA) -> metrics_pb2.Metric:
+                     temporality: metrics_pb2.AggregationTemporality.ValueType = DELTA) -> metrics_pb2.Metric:
     now = time.time_ns()
     point = metrics_pb2.HistogramDataPoint(start_time_unix_nano=now - 10**9, time_unix_nano=now,
                                            count=sum(counts), sum=4.0, bucket_counts=counts,
@@ -163,6 +164,14 @@ def post_otlp(url: str, body: bytes | Any, token: str | None = None, *, content_
     if compress:
         data = gzip.compress(data, compresslevel=1)
         all_headers["Content-Encoding"] = "gzip"
-    if client is not None:
-        return client.post(url, content=data, headers=all_headers, timeout=timeout)
-    return httpx.post(url, content=data, headers=all_headers, timeout=timeout)
+    return (client or _shared_client()).post(url, content=data, headers=all_headers, timeout=timeout)
+
+
+_SHARED: list[httpx.Client] = []
+
+
+def _shared_client() -> httpx.Client:
+    """One client for all helper calls: building a client (its TLS context) costs tens of milliseconds."""
+    if not _SHARED:
+        _SHARED.append(httpx.Client())
+    return _SHARED[0]
