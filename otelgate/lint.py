@@ -762,7 +762,7 @@ def run(args: argparse.Namespace) -> int:
 # --- decK -----------------------------------------------------------------------------------------------------------
 
 DECK_MODULE = "github.com/kong/deck"
-DECK_VERSION = "v1.65.1"
+DECK_VERSION = "v1.64.0"
 
 
 class DeckUnavailable(RuntimeError):
@@ -797,31 +797,40 @@ def find_deck(*, build_if_missing: bool = False, version: str = DECK_VERSION, ti
 
 
 def build_deck(version: str = DECK_VERSION, *, timeout: float = 1500.0) -> Path:
+    """Build decK into the cache (one build at a time across processes: a file lock)."""
+    import fcntl
+
     go = shutil.which("go")
     if go is None:
         raise DeckUnavailable("building decK needs Go (https://go.dev/dl/); or set OTELGATE_DECK to a deck binary")
     target = deck_cache_dir(version)
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "deck").is_file():  # built by another process while this one waited
+            return target / "deck"
+        return _build_deck_locked(go, version, target, timeout)
+
+
+def _build_deck_locked(go: str, version: str, target: Path, timeout: float) -> Path:
+    import json
+
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     download = subprocess.run([go, "mod", "download", "-json", f"{DECK_MODULE}@{version}"], capture_output=True,
                               text=True, timeout=timeout, env=env, check=False)
     if download.returncode != 0:
-        import json
-
         try:
-            reason = json.loads(download.stdout).get("Error", "")
+            reason = str(json.loads(download.stdout).get("Error", ""))
         except ValueError:
             reason = ""
         raise DeckUnavailable(f"the Go module proxy did not serve {DECK_MODULE}@{version}: "
                               f"{(reason or download.stderr or download.stdout).strip()[:400]}")
-    import json
-
     source = Path(json.loads(download.stdout)["Dir"])
     with tempfile.TemporaryDirectory(prefix="otelgate-deck-") as tmp:
         work = Path(tmp) / "deck"
         shutil.copytree(source, work)
         for path in [work, *work.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o200)
-        target.mkdir(parents=True, exist_ok=True)
+            path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
         partial = target / "deck.partial"
         build = subprocess.run([go, "build", "-trimpath", "-o", str(partial), "."], cwd=work, capture_output=True,
                                text=True, timeout=timeout, env=env, check=False)

@@ -228,6 +228,7 @@ class KindStack:
         self.say = _progress(self.started)
         self._sink: SinkClient | None = None
         self._kong_config: Path | None = None
+        self._scratch: Path | None = None
 
     # bring-up -------------------------------------------------------------------------------------------------
 
@@ -383,18 +384,7 @@ class KindStack:
             raise
 
     def _reconfigure_kong(self) -> None:
-        from otelgate import kongconfig
-
-        doc = kongconfig.load(self.options.root / ka.PATHS.kong_config)
-        overrides = {k: dict(v) for k, v in self.settings.kong_plugin_config.items()}
-        if self.settings.sampling_rate is not None:
-            overrides.setdefault("opentelemetry", {})["sampling_rate"] = self.settings.sampling_rate
-        plugins = {p["name"]: p.get("config") or {} for p in doc.get("plugins") or []}
-        derived = kongconfig.derive_kong_config(
-            doc, upstreams={},  # the cluster's own values: only the overrides change
-            otlp_traces_endpoint=plugins["opentelemetry"]["traces_endpoint"],
-            tcp_log_host=plugins["tcp-log"]["host"], tcp_log_port=int(plugins["tcp-log"]["port"]),
-            plugin_overrides=overrides)
+        derived = derive_cluster_kong_config(self.options.root, self.settings)
         workdir = self._workdir()
         self._kong_config = workdir / "kong.derived.yaml"
         self._kong_config.write_text(yaml.safe_dump(derived, sort_keys=False))
@@ -402,10 +392,9 @@ class KindStack:
         kong = next(a for a in ka.addons() if a.name == "kong")
         t0 = time.monotonic()
         self.say(f"reconfigure: kong ({_describe(self.settings)})")
-        self._run(ka.kong_helm_step(ctx))  # helm --wait returns when the new pods are ready
-        self.runner.run(["kubectl", "rollout", "status", "deployment", "-n", ka.TOPOLOGY.kong_namespace,
-                         "-l", f"app.kubernetes.io/instance={ka.TOPOLOGY.kong_release}", "--timeout",
-                         f"{int(RECONFIGURE_TIMEOUT)}s"], timeout=RECONFIGURE_TIMEOUT + 30, check=False)
+        # the chart hashes the declarative config into the pod template: Kong rolls; helm --wait returns when the
+        # new pods are ready, wait_ready then also needs the old pods gone and the proxy answering
+        self._run(ka.kong_helm_step(ctx))
         ka.wait_ready(kong, ctx)
         self.say(f"reconfigure: kong applied ({time.monotonic() - t0:.1f}s)")
 
@@ -434,9 +423,11 @@ class KindStack:
         ka.wait_ready(next(a for a in ka.addons() if a.name == "collector"), ctx)
 
     def _workdir(self) -> Path:
-        workdir = self.options.workdir or Path(tempfile.mkdtemp(prefix="otelgate-kind-"))
-        workdir.mkdir(parents=True, exist_ok=True)
-        return workdir
+        """Scratch files (derived kong.yaml, port-forward logs); not the state dir (kubeconfig, token)."""
+        if self._scratch is None:
+            self._scratch = self.options.workdir or Path(tempfile.mkdtemp(prefix=f"otelgate-{self.name}-"))
+            self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
 
     def diagnose(self, dest: Path) -> Path:
         return ka.collect_diagnostics(self._context(), dest, sink=self._sink_or_none(),
@@ -472,6 +463,23 @@ class KindStack:
                 "sink ingest (in-cluster)": f"http://{ka.TOPOLOGY.sink_name}.{ka.TOPOLOGY.sink_namespace}"
                                             f".svc.cluster.local:8080/api/v2/otlp",
                 "kubeconfig": str(_kubeconfig_path(self.options))}
+
+
+def derive_cluster_kong_config(root: Path, settings: StackSettings) -> dict[str, Any]:
+    """kong.yaml with the stack's plugin overrides applied and every endpoint and upstream kept as the cluster's own
+    (the same derivation, and validation, the local stack uses; only the overrides differ from the file)."""
+    from otelgate import kongconfig
+
+    doc = kongconfig.load(root / ka.PATHS.kong_config)
+    overrides = {k: dict(v) for k, v in settings.kong_plugin_config.items()}
+    if settings.sampling_rate is not None:
+        overrides.setdefault("opentelemetry", {})["sampling_rate"] = settings.sampling_rate
+    plugins = {p["name"]: p.get("config") or {} for p in doc.get("plugins") or []}
+    return kongconfig.derive_kong_config(
+        doc, upstreams={},
+        otlp_traces_endpoint=plugins["opentelemetry"]["traces_endpoint"],
+        tcp_log_host=plugins["tcp-log"]["host"], tcp_log_port=int(plugins["tcp-log"]["port"]),
+        plugin_overrides=overrides)
 
 
 def _describe(settings: StackSettings) -> str:

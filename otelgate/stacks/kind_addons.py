@@ -192,14 +192,14 @@ class Runner:
             result = subprocess.run(full, input=stdin, capture_output=True, text=True, timeout=timeout,
                                     cwd=self.cwd, check=False)
         except subprocess.TimeoutExpired as exc:
-            raise CommandFailed(f"timed out after {timeout:.0f}s: {shlex.join(full)}\n"
+            raise CommandFailed(f"timed out after {timeout:.0f}s: {self.redact(shlex.join(full))}\n"
                                 f"{self.redact(_text(exc.stdout))[-2000:]}{self.redact(_text(exc.stderr))[-2000:]}"
                                 ) from None
         except FileNotFoundError as exc:
             raise CommandFailed(f"{full[0]} is not installed or not on PATH ({exc}); "
                                 f"`otelgate up --stack kind --check-prerequisites` says how to install it") from None
         if check and result.returncode != 0:
-            raise CommandFailed(f"exit {result.returncode}: {shlex.join(full)}\n"
+            raise CommandFailed(f"exit {result.returncode}: {self.redact(shlex.join(full))}\n"
                                 f"{self.redact(result.stderr or result.stdout)[-4000:]}")
         return result
 

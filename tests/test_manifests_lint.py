@@ -1,0 +1,281 @@
+"""`otelgate lint`: clean on the real manifests, and each planted fault (in a temporary copy) gives one clear line.
+
+Also: the collector resource's config passes `<collector> validate` (never skipped in CI or with
+OTELGATE_REQUIRE_COLLECTOR=1).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from otelgate.cli import main as otelgate_main
+from otelgate.lint import Finding, lint_manifests
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFESTS = REPO / "manifests"
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    target = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, target)
+    return target
+
+
+def edit(root: Path, relative: str, change: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Load every document of ``root/relative``, let ``change`` mutate them, write them back (comments are lost; this
+    is a temporary copy)."""
+    path = root / relative
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    change(docs)
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+def doc_of(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    return next(d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name))
+
+
+def plugin(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(p for p in docs[0]["plugins"] if p["name"] == name)["config"]
+
+
+def container(docs: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
+    return doc_of(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+
+
+def set_env(docs: list[dict[str, Any]], deployment: str, name: str, value: str) -> None:
+    for env in container(docs, deployment)["env"]:
+        if env["name"] == name:
+            env["value"] = value
+
+
+def lines(findings: list[Finding]) -> list[str]:
+    text = [str(f) for f in findings]
+    assert all("\n" not in line for line in text), f"every finding is one line: {text}"
+    return text
+
+
+def only(findings: list[Finding], *fragments: str) -> str:
+    """Exactly one finding, containing every fragment."""
+    text = lines(findings)
+    assert len(text) == 1, f"expected exactly one finding, got {len(text)}:\n" + "\n".join(text)
+    for fragment in fragments:
+        assert fragment in text[0], f"{fragment!r} not in {text[0]!r}"
+    return text[0]
+
+
+def test_real_manifests_are_clean() -> None:
+    assert lines(lint_manifests(MANIFESTS)) == []
+
+
+def test_copy_is_clean_before_any_fault(copy: Path) -> None:
+    # the fault tests below compare against this: a clean copy means every finding comes from the planted fault
+    assert lint_manifests(copy) == []
+
+
+# --- the four faults the issue names ----------------------------------------------------------------------------------
+
+
+def test_renamed_collector_resource(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml",
+         lambda docs: doc_of(docs, "OpenTelemetryCollector")["metadata"].update(name="kong-otel-renamed"))
+    text = lines(lint_manifests(copy))
+    expected = "kong-otel-renamed-collector.observability.svc.cluster.local"
+    # every user of the collector Service is named: Kong's traces and tcp-log, the Instrumentation (+ its go env)
+    assert any("kong.yaml" in t and "opentelemetry traces_endpoint" in t and expected in t for t in text), text
+    assert any("kong.yaml" in t and "tcp-log host" in t and expected in t for t in text), text
+    assert any("instrumentation.yaml" in t and "exporter.endpoint" in t and expected in t for t in text), text
+    assert all(expected in t for t in text), text
+
+
+def test_wrong_tcplog_port_in_kong_yaml(copy: Path) -> None:
+    edit(copy, "kong/kong.yaml", lambda docs: plugin(docs, "tcp-log").update(port=54526))
+    only(lint_manifests(copy), "manifests/kong/kong.yaml", "tcp-log port 54526", "tcp_log receiver port 54525")
+
+
+def test_scrape_selector_that_matches_no_kong_pod(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        job = doc_of(docs, "OpenTelemetryCollector")["spec"]["config"]["receivers"]["prometheus"]["config"][
+            "scrape_configs"][0]
+        job["relabel_configs"][0]["regex"] = "kong-gateway"
+    edit(copy, "otel/collector.yaml", change)
+    only(lint_manifests(copy), "manifests/otel/collector.yaml", "scrape job kong", "drop Kong's pod")
+
+
+def test_frontend_route_kong_does_not_have(copy: Path) -> None:
+    edit(copy, "app/simple-demo.yaml", lambda docs: set_env(
+        docs, "frontend", "COUPON_SERVICE_HOST", "kong-kong-proxy.kong.svc.cluster.local:80/checkout"))
+    only(lint_manifests(copy), "manifests/app/simple-demo.yaml", "COUPON_SERVICE_HOST", "/checkout/coupons",
+         "matches no route")
+
+
+# --- more faults, one per cross-reference ----------------------------------------------------------------------------
+
+
+def test_scrape_port_that_is_not_the_status_api(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        job = doc_of(docs, "OpenTelemetryCollector")["spec"]["config"]["receivers"]["prometheus"]["config"][
+            "scrape_configs"][0]
+        job["relabel_configs"][1]["regex"] = "8001"
+    edit(copy, "otel/collector.yaml", change)
+    only(lint_manifests(copy), "drop Kong's pod", "8100")
+
+
+def test_status_api_port_moved_in_kong_values(copy: Path) -> None:
+    edit(copy, "kong/values.yaml", lambda docs: docs[0]["status"]["http"].update(containerPort=8101))
+    only(lint_manifests(copy), "drop Kong's pod", "8101")
+
+
+def test_scrape_namespace_without_kong(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        job = doc_of(docs, "OpenTelemetryCollector")["spec"]["config"]["receivers"]["prometheus"]["config"][
+            "scrape_configs"][0]
+        job["kubernetes_sd_configs"][0]["namespaces"]["names"] = ["gateway"]
+    edit(copy, "otel/collector.yaml", change)
+    only(lint_manifests(copy), "namespaces ['gateway'] do not include Kong's namespace 'kong'")
+
+
+def test_instrumentation_on_the_grpc_port(copy: Path) -> None:
+    edit(copy, "otel/instrumentation.yaml", lambda docs: docs[0]["spec"]["exporter"].update(
+        endpoint="http://kong-otel-collector.observability.svc.cluster.local:4317"))
+    only(lint_manifests(copy), "instrumentation.yaml", "port 4317 != the collector's otlp http receiver port 4318")
+
+
+def test_frontend_route_that_reaches_the_wrong_path(copy: Path) -> None:
+    # strip_path on /inventory: the frontend's GET /inventory would arrive at inventory as "/"
+    def change(docs: list[dict[str, Any]]) -> None:
+        route = next(s for s in docs[0]["services"] if s["name"] == "inventory")["routes"][0]
+        route["strip_path"] = True
+    edit(copy, "kong/kong.yaml", change)
+    only(lint_manifests(copy), "INVENTORY_SERVICE_HOST", "as /", "check strip_path")
+
+
+def test_frontend_bypassing_kong(copy: Path) -> None:
+    edit(copy, "app/simple-demo.yaml", lambda docs: set_env(
+        docs, "frontend", "PRICING_SERVICE_HOST", "pricing.default.svc.cluster.local:8080"))
+    only(lint_manifests(copy), "PRICING_SERVICE_HOST", "bypasses Kong")
+
+
+def test_exporter_endpoint_not_the_sink_service(copy: Path) -> None:
+    edit(copy, "otel/dynatrace-secret.yaml", lambda docs: docs[0]["stringData"].update(
+        endpoint="http://otelgate-sink.otelgate.svc.cluster.local:4318/api/v2/otlp"))
+    only(lint_manifests(copy), "dynatrace-secret.yaml", "endpoint port 4318 is not a port of Service otelgate-sink")
+
+
+def test_literal_token_in_a_secret_template(copy: Path) -> None:
+    edit(copy, "otel/dynatrace-secret.yaml", lambda docs: docs[0]["stringData"].update(
+        **{"api-token": "dt0c01.REALLOOKINGTOKEN"}))
+    text = lines(lint_manifests(copy))
+    assert text and all("literal" in t and "dt0c01.REALLOOKINGTOKEN" not in t for t in text), text
+
+
+def test_collector_service_account_without_rbac(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml",
+         lambda docs: doc_of(docs, "OpenTelemetryCollector")["spec"].update(serviceAccount="someone-else"))
+    text = lines(lint_manifests(copy))
+    assert any("'someone-else' has no ServiceAccount" in t for t in text), text
+    assert any("bound to no role granting get/list/watch on pods" in t for t in text), text
+
+
+def test_undefined_pipeline_component(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml", lambda docs: doc_of(docs, "OpenTelemetryCollector")["spec"]["config"][
+        "service"]["pipelines"]["logs"]["processors"].append("transform/missing"))
+    only(lint_manifests(copy), "pipeline logs uses processor 'transform/missing'")
+
+
+def test_go_injection_without_target_exe(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        annotations = doc_of(docs, "Deployment", "membership")["spec"]["template"]["metadata"]["annotations"]
+        del annotations["instrumentation.opentelemetry.io/otel-go-auto-target-exe"]
+    edit(copy, "app/simple-demo.yaml", change)
+    only(lint_manifests(copy), "Deployment/membership", "otel-go-auto-target-exe")
+
+
+def test_injection_naming_a_missing_instrumentation(copy: Path) -> None:
+    edit(copy, "otel/instrumentation.yaml", lambda docs: docs[0]["metadata"].update(name="renamed"))
+    text = lines(lint_manifests(copy))
+    assert len(text) == 5 and all("names no Instrumentation" in t for t in text), text  # one per injected app
+
+
+def test_unpinned_image(copy: Path) -> None:
+    edit(copy, "app/simple-demo.yaml", lambda docs: container(docs, "coupon").update(
+        image="ghcr.io/odigos-io/simple-demo/odigos-demo-coupon:latest"))
+    only(lint_manifests(copy), "Deployment/coupon", ":latest")
+
+
+def test_kong_nodeport_without_kind_mapping(copy: Path) -> None:
+    edit(copy, "kong/values.yaml", lambda docs: docs[0]["proxy"]["http"].update(nodePort=30090))
+    only(lint_manifests(copy), "proxy.http.nodePort 30090 has no extraPortMappings")
+
+
+def test_kubernetes_schema_violation(copy: Path) -> None:
+    edit(copy, "sink/service.yaml", lambda docs: docs[0]["spec"]["ports"][0].update(port="eighty"))
+    text = lines(lint_manifests(copy))
+    assert any("Service/otelgate-sink: spec.ports.0.port: 'eighty' is not of type 'integer'" in t for t in text), text
+
+
+def test_unknown_field_is_a_schema_error(copy: Path) -> None:
+    edit(copy, "sink/deployment.yaml", lambda docs: docs[0]["spec"]["template"]["spec"].update(restartPolice="x"))
+    only(lint_manifests(copy), "Deployment/otelgate-sink", "restartPolice")
+
+
+def test_yaml_that_does_not_parse(copy: Path) -> None:
+    (copy / "app" / "broken.yaml").write_text("kind: Service\nmetadata: {name: [unclosed\n")
+    only(lint_manifests(copy), "manifests/app/broken.yaml", "does not parse as YAML")
+
+
+def test_cli_exit_codes(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert otelgate_main(["lint", str(MANIFESTS)]) == 0
+    assert "0 finding(s)" in capsys.readouterr().out
+    edit(copy, "kong/kong.yaml", lambda docs: plugin(docs, "tcp-log").update(port=1))
+    assert otelgate_main(["lint", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "tcp-log port 1 != the collector's tcp_log receiver port 54525" in out and "1 finding(s)" in out
+
+
+# --- the collector resource's config passes `<collector> validate` ---------------------------------------------------
+
+
+def _collector_required() -> bool:
+    return bool(os.environ.get("CI")) or os.environ.get("OTELGATE_REQUIRE_COLLECTOR") == "1"
+
+
+@pytest.fixture(scope="module")
+def collector_binary() -> Path:
+    from otelgate.collector import CollectorNotFound, find_collector
+
+    try:
+        return find_collector()
+    except CollectorNotFound as exc:
+        if _collector_required():
+            pytest.fail(f"the collector is required here (CI / OTELGATE_REQUIRE_COLLECTOR=1): {exc}")
+        pytest.skip(f"no collector binary: {exc}")
+
+
+VALIDATE_ENV = {"DT_ENDPOINT": "http://otelgate-sink.otelgate.svc.cluster.local:8080/api/v2/otlp",
+                "DT_API_TOKEN": "dummy-token-for-validate", "KONG_DEPLOYMENT_NAME": "kong-kind"}
+
+
+def test_collector_resource_config_passes_collector_validate(collector_binary: Path) -> None:
+    from otelgate.collector import load_collector_resource, resource_config, validate
+
+    config = resource_config(load_collector_resource(MANIFESTS / "otel" / "collector.yaml"))
+    result = validate(collector_binary, config, env=VALIDATE_ENV)
+    assert result.returncode == 0, f"`{collector_binary.name} validate` rejected the CR's config:\n{result.stderr}"
+
+
+def test_collector_validate_rejects_a_broken_config(collector_binary: Path) -> None:
+    # proves the check above can fail: the same config with a pipeline naming an undefined exporter
+    from otelgate.collector import load_collector_resource, resource_config, validate
+
+    config = resource_config(load_collector_resource(MANIFESTS / "otel" / "collector.yaml"))
+    config["service"]["pipelines"]["traces"]["exporters"].append("otlp_http/nowhere")
+    result = validate(collector_binary, config, env=VALIDATE_ENV)
+    assert result.returncode != 0 and "otlp_http/nowhere" in result.stderr
