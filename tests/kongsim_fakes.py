@@ -4,7 +4,9 @@ receiver that decodes ExportTraceServiceRequest with opentelemetry-proto, and a 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import socketserver
 import threading
 import time
@@ -62,14 +64,15 @@ class Upstream:
                     status = int(self.path.split("/")[2])
                 if self.path.startswith("/slow/"):
                     time.sleep(float(self.path.split("/")[2]))
-                self._reply(status, json.dumps({"path": self.path, "ok": True}).encode())
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client timed out first
+                    self._reply(status, json.dumps({"path": self.path, "ok": True}).encode())
 
             do_GET = do_POST = do_PUT = do_DELETE = _any
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -104,7 +107,7 @@ class OtlpReceiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def spans(self) -> list[Any]:
         return [span for post in self.posts for rs in post.request.resource_spans for ss in rs.scope_spans
@@ -121,21 +124,38 @@ class LineReceiver:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.connections = 0
+        self.open_sockets: list[socket.socket] = []
+        self.host, self.port = "127.0.0.1", free_port()
+        self._serve()
+
+    def _serve(self) -> None:
         receiver = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 receiver.connections += 1
-                for raw in self.rfile:
-                    receiver.lines.append(raw.decode("utf-8").rstrip("\n"))
+                receiver.open_sockets.append(self.connection)
+                with contextlib.suppress(OSError):
+                    for raw in self.rfile:
+                        receiver.lines.append(raw.decode("utf-8").rstrip("\n"))
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
             daemon_threads = True
 
-        self.server = Server(("127.0.0.1", free_port()), Handler)
-        self.host, self.port = "127.0.0.1", self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = Server((self.host, self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def drop_connections_and_restart(self) -> None:
+        """Close every open connection and listen again on the same port (like a collector restart)."""
+        self.server.shutdown()
+        self.server.server_close()
+        for sock in self.open_sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self.open_sockets.clear()
+        self._serve()
 
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.lines]
