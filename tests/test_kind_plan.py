@@ -253,3 +253,17 @@ def test_kind_stack_satisfies_the_stack_protocol(tmp_path: Path) -> None:
     assert isinstance(stack, Stack)
     assert stack.kong_deployment_name == "kong-kind"
     assert stack.gateway_url == "http://127.0.0.1:18080"
+
+
+def test_e2e_workflow_runs_nox_e2e_on_pull_requests_and_uploads_diagnostics() -> None:
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "e2e.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the key `on` as True
+    assert "pull_request" in triggers
+    steps = workflow["jobs"]["e2e"]["steps"]
+    runs = [s for s in steps if "nox -s e2e" in str(s.get("run", ""))]
+    assert len(runs) == 1
+    upload = next(s for s in steps if s.get("name") == "Upload diagnostics")
+    assert upload["if"] == "failure()"
+    assert "artifacts/diagnostics/" in upload["with"]["path"]  # a failed bring-up (KindStack.start)
+    assert "artifacts/stack-diagnosis/" in upload["with"]["path"]  # failed suites (fixtures/plugin.py)
+    assert steps.index(runs[0]) < steps.index(upload)

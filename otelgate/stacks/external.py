@@ -158,7 +158,10 @@ def start_from_pytest(pytest_config: object) -> ExternalStack:
     kubeconfig = opt("--kubeconfig", "OTELGATE_KUBECONFIG")
     options = KindOptions(kubeconfig=Path(kubeconfig) if kubeconfig else None,
                           sink_image=opt("--sink-image", "OTELGATE_SINK_IMAGE"),
-                          keep_cluster=os.environ.get("OTELGATE_KEEP_CLUSTER") == "1", external=True)
+                          keep_cluster=bool(getattr(pytest_config, "getoption", lambda *a, **k: False)(
+                              "keep_stack", default=False)) or os.environ.get("OTELGATE_KEEP_CLUSTER") == "1",
+                          diagnostics_dir=Path(os.environ.get("OTELGATE_ARTIFACTS") or "artifacts") / "diagnostics",
+                          external=True)
     missing = check_prerequisites(("kubectl", "helm"))
     if missing:
         raise StackStartError("the external stack cannot start:\n  " + "\n  ".join(missing))

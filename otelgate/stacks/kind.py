@@ -519,9 +519,14 @@ def _read_or_create_token(options: KindOptions) -> str:
 # --- entry points ----------------------------------------------------------------------------------------------------
 
 
+def _artifacts() -> Path:
+    return Path(os.environ.get("OTELGATE_ARTIFACTS") or "artifacts")
+
+
 def start_from_pytest(pytest_config: Any) -> KindStack:
-    """The suites' fixture calls this for ``--stack kind``. Reads ``--cluster-name``, ``--keep-cluster``,
-    ``--diagnostics-dir`` when the plugin defines them (else env / defaults)."""
+    """The suites' fixture calls this for ``--stack kind``. ``--keep-stack`` (the plugin's) or ``--keep-cluster`` /
+    OTELGATE_KEEP_CLUSTER=1 keep and reuse the cluster; ``--cluster-name`` / OTELGATE_KIND_CLUSTER names it. A failed
+    bring-up writes its diagnostics under ``$OTELGATE_ARTIFACTS/diagnostics`` (default ``artifacts/diagnostics``)."""
     def opt(name: str, default: Any) -> Any:
         try:
             value = pytest_config.getoption(name, default=default)
@@ -529,12 +534,12 @@ def start_from_pytest(pytest_config: Any) -> KindStack:
             value = default
         return default if value is None else value
 
-    settings = StackSettings(tracing_sampling_rate=float(opt("--tracing-sampling-rate", 1.0)))
+    keep = bool(opt("keep_stack", False)) or bool(opt("--keep-cluster", False)) \
+        or os.environ.get("OTELGATE_KEEP_CLUSTER") == "1"
     options = KindOptions(
         cluster_name=str(opt("--cluster-name", os.environ.get("OTELGATE_KIND_CLUSTER", DEFAULT_CLUSTER))),
-        keep_cluster=bool(opt("--keep-cluster", os.environ.get("OTELGATE_KEEP_CLUSTER") == "1")),
-        diagnostics_dir=Path(str(opt("--diagnostics-dir", "artifacts/diagnostics"))),
-        settings=settings)
+        keep_cluster=keep, diagnostics_dir=_artifacts() / "diagnostics",
+        settings=StackSettings(tracing_sampling_rate=float(opt("--tracing-sampling-rate", 1.0))))
     missing = check_prerequisites()
     if missing:
         raise StackStartError("the kind stack cannot start:\n  " + "\n  ".join(missing))
