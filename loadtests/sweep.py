@@ -40,6 +40,7 @@ DEFAULT_RATES = (0.0, 0.01, 0.1, 0.5, 1.0)
 KONG_ROOT_SPAN = "kong"
 REQUEST_ID_ATTRIBUTE = "kong.request.id"
 STACKS = ("local", "kind", "external")
+WORKERS_MAX_WAIT = 60  # seconds the master waits for its workers to connect
 # collector self-metrics that count telemetry the collector failed to pass on (names without the _total suffix)
 COLLECTOR_FAILURE = re.compile(r"^otelcol_(exporter_send_failed|exporter_enqueue_failed|processor_dropped|"
                                r"processor_refused|receiver_refused|receiver_failed)_\w+$")
@@ -113,10 +114,17 @@ class LoadSpec:
     think_min: float = 0.5
     think_max: float = 1.5
     request_timeout: float = 10.0
+    remote_workers: int = 0             # workers started elsewhere (other machines) that connect to the master
+    master_bind_host: str = "127.0.0.1"
+    master_port: int | None = None      # None: a free port
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers + self.remote_workers > 0
 
     def wall_clock_bound(self) -> float:
         """How long the locust master may take before the sweep kills it (spawn, run, stop, workers joining)."""
-        return self.duration_s + self.request_timeout + (30.0 if self.workers else 0.0) + 30.0
+        return self.duration_s + self.request_timeout + (WORKERS_MAX_WAIT if self.distributed else 0.0) + 30.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=parse_duration, default=60.0, help="load per rate, e.g. 60s (default)")
     parser.add_argument("--workers", type=int, default=0, help="locust workers (0 = one local locust process; "
                         "N > 0 = a master plus N worker processes)")
+    parser.add_argument("--remote-workers", type=int, default=0,
+                        help="locust workers started on other machines (they connect to this master; see "
+                        "docs/readme-load.md); needs --master-bind-host")
+    parser.add_argument("--master-bind-host", default="127.0.0.1",
+                        help="address the locust master listens on (default 127.0.0.1; remote workers need an "
+                        "address they can reach)")
+    parser.add_argument("--master-port", type=int, default=None, help="locust master port (default: a free one)")
     parser.add_argument("--max-spans-per-second", type=_positive(float), default=None,
                         help="budget: spans per second the backend may receive")
     parser.add_argument("--max-p99-overhead-ms", type=float, default=None,
@@ -297,8 +312,9 @@ def master_argv(spec: LoadSpec, folder: Path, master_port: int | None) -> list[s
             "--think-max", f"{spec.think_max:g}", "--request-timeout", f"{spec.request_timeout:g}",
             "--request-log-dir", str(folder / "requests")]
     if master_port is not None:
-        argv += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
-                 "--expect-workers", str(spec.workers), "--expect-workers-max-wait", "30"]
+        argv += ["--master", "--master-bind-host", spec.master_bind_host, "--master-bind-port", str(master_port),
+                 "--expect-workers", str(spec.workers + spec.remote_workers),
+                 "--expect-workers-max-wait", str(WORKERS_MAX_WAIT)]
     return argv
 
 
@@ -308,14 +324,20 @@ def worker_argv(master_port: int) -> list[str]:
 
 
 def run_locust(spec: LoadSpec, folder: Path, on_progress: Callable[[float, LoadSample], None]) -> LocustRun:
-    """Run locust headless in subprocesses (a master and ``spec.workers`` workers, or one local process)."""
+    """Run locust headless in subprocesses: one local process, or a master with ``spec.workers`` local workers
+    (plus ``spec.remote_workers`` that connect from elsewhere)."""
     folder.mkdir(parents=True, exist_ok=True)
     env = locust_env()
-    master_port = free_port() if spec.workers > 0 else None
+    master_port = (spec.master_port or free_port()) if spec.distributed else None
     master = ManagedProcess("locust-master" if master_port else "locust", master_argv(spec, folder, master_port),
                             folder / "locust.log", env=env, cwd=REPO_ROOT)
     workers = [ManagedProcess(f"locust-worker-{i}", worker_argv(master_port), folder / f"locust-worker-{i}.log",
                               env=env, cwd=REPO_ROOT) for i in range(spec.workers)] if master_port else []
+    if spec.remote_workers:
+        on_progress(0.0, LoadSample())
+        print(f"locust master on {spec.master_bind_host}:{master_port} waits {WORKERS_MAX_WAIT} s for "
+              f"{spec.remote_workers} remote worker(s): locust -f loadtests/locustfile.py --worker "
+              f"--master-host <this host> --master-port {master_port}", file=sys.stderr, flush=True)
     started = time.monotonic()
     master.start()
     try:
@@ -380,11 +402,11 @@ class PsutilProbe:
             procs += self._process.children(recursive=True)
         current = []
         for proc in procs:
-            tracked = self._tracked.setdefault(proc.pid, proc)
-            if tracked is proc:
+            if proc.pid not in self._tracked:
+                self._tracked[proc.pid] = proc
                 with contextlib.suppress(psutil.Error):
-                    proc.cpu_percent(None)
-            current.append(tracked)
+                    proc.cpu_percent(None)  # baseline only: the next call measures from here
+            current.append(self._tracked[proc.pid])
         return current
 
     def sample(self) -> tuple[float, float] | None:
@@ -600,12 +622,17 @@ class SweepConfig:
     think_min: float = 0.5
     think_max: float = 1.5
     request_timeout: float = 10.0
+    remote_workers: int = 0
+    master_bind_host: str = "127.0.0.1"
+    master_port: int | None = None
     budgets: report.Budgets = field(default_factory=report.Budgets)
 
     def spec(self, host: str) -> LoadSpec:
         return LoadSpec(host=host, users=self.users, spawn_rate=self.spawn_rate, duration_s=self.duration_s,
                         workers=self.workers, route_weights=self.route_weights, think_min=self.think_min,
-                        think_max=self.think_max, request_timeout=self.request_timeout)
+                        think_max=self.think_max, request_timeout=self.request_timeout,
+                        remote_workers=self.remote_workers, master_bind_host=self.master_bind_host,
+                        master_port=self.master_port)
 
     def options(self) -> dict[str, Any]:
         data = asdict(self)
@@ -632,30 +659,43 @@ def measure_rate(stack: Stack, rate: float, config: SweepConfig, folder: Path, p
     after = _scrape_quietly(metrics_url)
     view = sink_view(stack)
     roots = kong_roots_by_request(stack)
-    wanted = set(answered)
-    traced_ids = {rid for rid in roots if rid in wanted}
+    denominator, traced, foreign, join_note = join_client_and_sink(run, answered, roots)
     result = report.RateResult(
         rate=rate, duration_s=run.load_seconds(spec.duration_s), users=spec.users, requests_sent=run.requests,
-        requests_failed=run.failures, requests_with_id=len(wanted), traced=len(traced_ids), spans=view.spans,
+        requests_failed=run.failures, requests_with_id=denominator, traced=traced, spans=view.spans,
         span_bytes=view.span_bytes, latency_ms=report.latency_of(run.client.ok_latencies),
         collector=sampler.summary(why_not), sink_rejected_items=view.rejected,
         sink_dropped_for_cap=view.dropped_for_cap,
         collector_failures=counter_increase(before or {}, after or {}, COLLECTOR_FAILURE),
         collector_sent=counter_increase(before or {}, after or {}, COLLECTOR_SENT),
-        foreign_kong_roots=sum(1 for rid in roots if rid not in wanted), flush_seconds=flush_seconds,
-        flush_complete=complete)
-    result.notes.extend(_notes(run, answered, view, flush_note, metrics_url, before, after))
+        foreign_kong_roots=foreign, flush_seconds=flush_seconds, flush_complete=complete)
+    result.notes.extend(filter(None, [join_note, *_notes(run, answered, view, flush_note, metrics_url, before,
+                                                         after)]))
     progress.say(f"{label}: {result.traced}/{result.requests_with_id} traced, {result.spans} spans "
                  f"({result.spans_per_second:.1f}/s), p99 {_ms(result.latency_ms.p99)}")
     return result
 
 
+def join_client_and_sink(run: LocustRun, answered: Sequence[str], roots: Sequence[str]
+                         ) -> tuple[int, int, int, str]:
+    """(denominator, traced, foreign roots, note). With every request in the client logs: requests carrying an
+    X-Kong-Request-Id, and those of them with a Kong root. When workers ran elsewhere their logs are not here: then
+    every request locust counted, and every Kong root at the sink (the sink was reset before the load)."""
+    if len(run.client.request_ids) == run.requests:
+        wanted = set(answered)
+        traced = len({rid for rid in roots if rid in wanted})
+        return len(wanted), traced, sum(1 for rid in roots if rid not in wanted), ""
+    traced = min(len(roots), run.requests)
+    note = (f"client request logs hold {len(run.client.request_ids)} of {run.requests} requests (remote "
+            "workers?): traced = all Kong roots at the sink, denominator = locust's request count")
+    if len(roots) > run.requests:
+        note += f"; the sink holds {len(roots)} Kong roots, more than the requests sent (other traffic?)"
+    return run.requests, traced, 0, note
+
+
 def _notes(run: LocustRun, answered: Sequence[str], view: SinkView, flush_note: str, metrics_url: str | None,
            before: Mapping[str, float] | None, after: Mapping[str, float] | None) -> list[str]:
     notes = [flush_note] if flush_note else []
-    if len(run.client.request_ids) != run.requests:
-        notes.append(f"locust counted {run.requests} requests but the request logs hold "
-                     f"{len(run.client.request_ids)} lines")
     if len(set(answered)) != len(answered):
         notes.append(f"{len(answered) - len(set(answered))} duplicate X-Kong-Request-Id values")
     if view.dropped_for_cap:
@@ -701,12 +741,26 @@ def run_sweep(stack: Stack, config: SweepConfig, folder: Path, progress: Progres
 @contextlib.contextmanager
 def open_stack(args: argparse.Namespace, workdir: Path, progress: Progress) -> Iterator[Stack]:
     """Start the stack ``--stack`` names (local here; kind/external through their modules) and close it after."""
+    try:
+        stack = _start_stack(args, workdir, progress)
+    except (KeyboardInterrupt, SweepError):
+        raise
+    except Exception as exc:  # any bring-up failure: one clear line, the stack already cleaned up after itself
+        raise SweepError(f"the {args.stack} stack did not come up: {type(exc).__name__}: {exc}") from exc
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+def _start_stack(args: argparse.Namespace, workdir: Path, progress: Progress) -> Any:
     stack: Any
     if args.stack == "local":
         from otelgate.stacks.local import LocalStack
 
         progress.say(f"starting the local stack (logs in {workdir})")
-        stack = LocalStack.start(StackSettings(sampling_rate=args.rates[0]), workdir)
+        # as in the manifests: the bring-up canary must be traced; each rate is applied by reconfigure()
+        stack = LocalStack.start(StackSettings(), workdir)
     else:
         from otelgate.stacks.kind import KindOptions, KindStack
 
@@ -719,16 +773,17 @@ def open_stack(args: argparse.Namespace, workdir: Path, progress: Progress) -> I
             stack_class = ExternalStack
         progress.say(f"starting the {args.stack} stack")
         stack = stack_class.start(options)
-    try:
-        yield stack
-    finally:
-        stack.close()
+    return stack
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.workers < 0:
-        print("error: --workers must be 0 or more", file=sys.stderr)
+    if args.workers < 0 or args.remote_workers < 0:
+        print("error: --workers and --remote-workers must be 0 or more", file=sys.stderr)
+        return 2
+    if args.remote_workers and args.master_bind_host == "127.0.0.1":
+        print("error: --remote-workers needs --master-bind-host <an address the other machines reach>",
+              file=sys.stderr)
         return 2
     if not 0 <= args.think_min <= args.think_max:
         print(f"error: need 0 <= --think-min ({args.think_min}) <= --think-max ({args.think_max})", file=sys.stderr)
@@ -736,6 +791,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = SweepConfig(rates=args.rates, users=args.users, spawn_rate=args.spawn_rate, duration_s=args.duration,
                          workers=args.workers, route_weights=args.route_weights, think_min=args.think_min,
                          think_max=args.think_max, request_timeout=args.request_timeout,
+                         remote_workers=args.remote_workers, master_bind_host=args.master_bind_host,
+                         master_port=args.master_port,
                          budgets=report.Budgets(args.max_spans_per_second, args.max_p99_overhead_ms))
     progress = Progress(enabled=not args.no_progress)
     created = time.time()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
+# loadtests/ is a top-level folder of the repository, not part of the installed otelgate package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests import parse_weights
 from loadtests import sweep as sw
@@ -244,7 +248,22 @@ def test_short_sweep_on_the_stack(stack: object, tmp_path: Path) -> None:
     assert zero["traced"] == 0
     assert one["spans"] >= one["traced"] * 2                 # a Kong root and at least one more span per request
     assert one["spans_per_second"] > zero["spans_per_second"]
+    assert one["collector"]["cpu_max_percent"] > 0, one["collector"]  # the collector worked, and we saw it
     assert data["recommendation"]["rate"] == 1.0
     for name in rep.PLOTS.values():
         assert (folder / name).read_bytes()[:8] == PNG_SIGNATURE, name
     assert json.loads((folder / "report.json").read_text())["stack"] == stack.name  # type: ignore[attr-defined]
+
+
+def test_join_of_client_ids_with_kong_roots() -> None:
+    client = sw.ClientLog(request_ids=["a", "b", "c", ""], statuses=[200, 200, 500, 0],
+                          latencies_ms=[1.0, 2.0, 3.0, 10_000.0], ok=[True, True, False, False])
+    run = sw.LocustRun(folder=Path("."), stats=[{"num_requests": 4, "num_failures": 2}], client=client,
+                       wall_seconds=1.0)
+    answered = [rid for rid in client.request_ids if rid]
+    # a and c traced, "x" is a root the client never saw
+    assert sw.join_client_and_sink(run, answered, ["a", "c", "x"]) == (3, 2, 1, "")
+    remote = sw.LocustRun(folder=Path("."), stats=[{"num_requests": 10, "num_failures": 0}], client=client,
+                          wall_seconds=1.0)
+    denominator, traced, foreign, note = sw.join_client_and_sink(remote, answered, ["a", "c", "x"])
+    assert (denominator, traced, foreign) == (10, 3, 0) and "remote workers" in note

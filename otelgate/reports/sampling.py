@@ -417,7 +417,7 @@ def write_plots(data: Mapping[str, Any], folder: Path) -> dict[str, Path]:
     rates = [r["rate"] for r in results]
     written: dict[str, Path] = {}
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig, (ax, ratio_ax) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
     measured = [(r["rate"], r["traced_fraction"]) for r in results if r["traced_fraction"]["observed"] is not None]
     if measured:
         xs = [rate for rate, _ in measured]
@@ -430,6 +430,19 @@ def write_plots(data: Mapping[str, Any], folder: Path) -> dict[str, Path]:
            xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
+    # small rates vanish on a linear axis: observed / configured, on a log rate axis (rate 0 has no ratio)
+    positive = [(rate, f) for rate, f in measured if rate > 0]
+    if positive:
+        xs = [rate for rate, _ in positive]
+        ys = [f["observed"] / rate for rate, f in positive]
+        lower = [max(0.0, (f["observed"] - f["low"]) / rate) for rate, f in positive]
+        upper = [max(0.0, (f["high"] - f["observed"]) / rate) for rate, f in positive]
+        ratio_ax.errorbar(xs, ys, yerr=[lower, upper], fmt="o", capsize=5, label="observed / configured (95%)")
+        ratio_ax.set_xscale("log")
+    ratio_ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="exactly the configured rate")
+    ratio_ax.set(xlabel="Kong sampling rate (log)", ylabel="observed / configured", title="Relative to the rate")
+    ratio_ax.grid(alpha=0.3, which="both")
+    ratio_ax.legend(loc="upper right")
     written["traced_fraction"] = _save(fig, folder / PLOTS["traced_fraction"])
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
