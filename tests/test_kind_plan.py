@@ -267,3 +267,12 @@ def test_e2e_workflow_runs_nox_e2e_on_pull_requests_and_uploads_diagnostics() ->
     assert "artifacts/diagnostics/" in upload["with"]["path"]  # a failed bring-up (KindStack.start)
     assert "artifacts/stack-diagnosis/" in upload["with"]["path"]  # failed suites (fixtures/plugin.py)
     assert steps.index(runs[0]) < steps.index(upload)
+
+
+def test_check_prerequisites_through_the_cli(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "otelgate", "up", "--stack", "kind", "--check-prerequisites"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+                            env={"PATH": str(tmp_path), "HOME": str(tmp_path)})
+    assert result.returncode == 1
+    for tool in ("docker", "kind", "kubectl", "helm"):
+        assert f"missing: {tool}: not on PATH; install:" in result.stderr, result.stderr

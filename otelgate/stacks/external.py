@@ -17,7 +17,8 @@ from pathlib import Path
 
 from otelgate.procs import ManagedProcess, free_port, port_is_open
 from otelgate.stacks import kind_addons as ka
-from otelgate.stacks.kind import KindOptions, KindStack, StackStartError, check_prerequisites
+from otelgate.stacks.kind import KindOptions, KindStack, StackStartError
+from otelgate.stacks.kind import check_prerequisites as _check_tools
 from otelgate.waiting import poll_until
 
 __all__ = ["ExternalStack", "check_prerequisites", "plan", "up"]
@@ -44,6 +45,11 @@ def plan(options: KindOptions | argparse.Namespace | None = None) -> list[str]:
               "[canary] a request through Kong whose trace, metrics and log reach the sink",
               "[close] the delete steps of every addon otelgate installed, in reverse order (unless --keep-cluster)"]
     return lines
+
+
+def check_prerequisites(args: argparse.Namespace | None = None) -> list[str]:
+    """An existing cluster needs kubectl and helm (no Docker, no kind)."""
+    return _check_tools(("kubectl", "helm"))
 
 
 class ExternalStack(KindStack):
@@ -162,7 +168,7 @@ def start_from_pytest(pytest_config: object) -> ExternalStack:
                               "keep_stack", default=False)) or os.environ.get("OTELGATE_KEEP_CLUSTER") == "1",
                           diagnostics_dir=Path(os.environ.get("OTELGATE_ARTIFACTS") or "artifacts") / "diagnostics",
                           external=True)
-    missing = check_prerequisites(("kubectl", "helm"))
+    missing = check_prerequisites()
     if missing:
         raise StackStartError("the external stack cannot start:\n  " + "\n  ".join(missing))
     stack = ExternalStack.start(options)

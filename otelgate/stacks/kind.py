@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,8 +176,13 @@ def _readiness_lines(options: KindOptions) -> list[str]:
 # --- prerequisites --------------------------------------------------------------------------------------------------
 
 
-def check_prerequisites(tools: tuple[str, ...] = ("docker", "kind", "kubectl", "helm")) -> list[str]:
-    """Missing tools (and a Docker daemon that does not answer), each with how to install it. Empty = all there."""
+KIND_TOOLS = ("docker", "kind", "kubectl", "helm")
+
+
+def check_prerequisites(tools: Sequence[str] | argparse.Namespace | None = None) -> list[str]:
+    """Missing tools (and a Docker daemon that does not answer), each with how to install it. Empty = all there.
+    (``otelgate up --check-prerequisites`` passes its arguments; they do not change what the kind stack needs.)"""
+    tools = KIND_TOOLS if tools is None or isinstance(tools, argparse.Namespace) else tuple(tools)
     missing = [f"{tool}: not on PATH; install: {INSTALL_HINTS[tool]}" for tool in tools if shutil.which(tool) is None]
     if "docker" in tools and shutil.which("docker") is not None:
         try:
@@ -220,7 +225,8 @@ class KindStack:
         self.settings = options.settings
         self.kong_deployment_name = _collector_env(options.root, "KONG_DEPLOYMENT_NAME") or "kong-kind"
         self.token = _read_or_create_token(options)
-        self.runner = ka.Runner(kubeconfig=_kubeconfig_path(options), secrets=(self.token,))
+        self.runner = ka.Runner(kubeconfig=_kubeconfig_path(options), secrets=(self.token,),
+                                cwd=options.root)
         self.gateway_url, self.sink_url = self._urls()
         self.sink_image = options.sink_image or ka.sink_image_tag(options.root)
         self.created_cluster = False
@@ -553,7 +559,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def up(args: argparse.Namespace | None = None, *, external: bool = False) -> int:
     """``otelgate up --stack kind``: bring the stack up, print its URLs, keep it until Ctrl-C."""
     options = KindOptions.from_namespace(args, external=external)
-    missing = check_prerequisites(("kubectl", "helm") if external else ("docker", "kind", "kubectl", "helm"))
+    missing = check_prerequisites(("kubectl", "helm") if external else KIND_TOOLS)
     if missing:
         for line in missing:
             print(f"missing: {line}", file=sys.stderr)
