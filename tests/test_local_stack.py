@@ -20,6 +20,7 @@ from otelgate.stacks.base import Stack
 from otelgate.stacks.local import KONG_SERVICE_NAME, LocalStack, StackStartError
 from otelgate.waiting import poll_until, wait_stable
 
+REQUEST_COUNTER = "kong_http_requests_total"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 BRING_UP_BUDGET_S = float(os.environ.get("OTELGATE_BRINGUP_BUDGET_S", "15"))
 
@@ -91,22 +92,45 @@ def test_one_coupon_request_is_one_trace_from_kong_through_coupon_to_membership(
     assert all(s["parent_span_id"] in ids for s in spans if s["parent_span_id"]), "no orphan spans"
 
 
-def test_kong_metrics_arrive_as_delta(local: LocalStack, coupon_request: Request) -> None:
-    def coupon_request_points() -> list[dict[str, Any]]:
-        return [p for p in local.sink.metric_points() if str(p["name"]).startswith("kong_http_requests")
-                and p["attributes"].get("service") == "coupon"]
+def _coupon_request_points(local: LocalStack) -> list[dict[str, Any]]:
+    return [p for p in local.sink.metric_points(name=REQUEST_COUNTER) if p["attributes"].get("service") == "coupon"]
 
-    points = poll_until(coupon_request_points, lambda found: any((p["value"] or 0) >= 1 for p in found),
-                        what="a kong_http_requests_total point counting the coupon request", timeout=40)
-    assert {p["temporality"] for p in points} == {"DELTA"}
+
+def test_kong_metrics_arrive_as_delta(local: LocalStack, coupon_request: Request) -> None:
+    # The first scrape of a new series is the baseline of cumulative_to_delta (its count is not a delta), so wait
+    # until the coupon series exists, then count fresh requests in the points that follow it.
+    baseline = poll_until(lambda: _coupon_request_points(local), bool,
+                          what=f"a first {REQUEST_COUNTER} point of service coupon (the delta baseline)", timeout=30)
+    since = max(int(p["time_unix_nano"]) for p in baseline)
+    sent = 3
+    for _ in range(sent):
+        assert httpx.get(f"{local.gateway_url}/coupon/coupons", timeout=10.0).status_code == 200
+
+    def counted() -> float:
+        return sum(p["value"] or 0 for p in _coupon_request_points(local) if int(p["time_unix_nano"]) > since)
+
+    total = wait_stable(counted, what=f"the DELTA points after the baseline to add up to {sent} requests",
+                        timeout=40, quiet=6.0, ready=lambda value: value >= sent)
+    assert total == sent
     kong_sums = [p for p in local.sink.metric_points() if str(p["name"]).startswith("kong_") and p["type"] == "sum"]
     assert kong_sums and {p["temporality"] for p in kong_sums} == {"DELTA"}
+    assert {p["attributes"].get("kong.deployment.name") for p in kong_sums} == {local.kong_deployment_name}
     assert not local.sink.rejections(signal="metrics")
 
 
+def _attribute(record: dict[str, Any], dotted: str) -> Any:
+    """An attribute as the sink stores it (Dynatrace flattens maps to dotted keys), nested as a fallback."""
+    attributes = record["attributes"]
+    if dotted in attributes:
+        return attributes[dotted]
+    value: Any = attributes
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _access_logs(local: LocalStack, request_id: str) -> list[dict[str, Any]]:
-    return [r for r in local.sink.logs()
-            if isinstance(r["attributes"].get("request"), dict) and r["attributes"]["request"].get("id") == request_id]
+    return [r for r in local.sink.logs() if _attribute(r, "request.id") == request_id]
 
 
 def test_access_log_carries_the_plain_trace_id_of_its_trace(local: LocalStack, coupon_request: Request) -> None:
@@ -114,8 +138,8 @@ def test_access_log_carries_the_plain_trace_id_of_its_trace(local: LocalStack, c
                       what=f"the access log of request {coupon_request.request_id}", timeout=20)
     assert len(logs) == 1
     record = logs[0]
-    assert record["attributes"]["trace_id"] == coupon_request.trace_id
-    assert HEX32.match(record["attributes"]["trace_id"])
+    assert _attribute(record, "trace_id") == coupon_request.trace_id
+    assert HEX32.match(_attribute(record, "trace_id"))
     assert record["trace_id"] == coupon_request.trace_id  # the collector's trace_parser set the LogRecord's id
 
 
@@ -125,13 +149,15 @@ def test_reconfigure_applies_kong_plugin_overrides_and_restores(local: LocalStac
         wrapped = _get_coupons(local)
         record = poll_until(lambda: _access_logs(local, wrapped.request_id), bool,
                             what="the access log without the Lua snippet", timeout=20)[0]
-        assert record["attributes"]["trace_id"] == {"w3c": wrapped.trace_id}  # Kong's own shape, unrewritten
+        # Kong's own shape {"w3c": id}, unrewritten (flattened by the sink as Dynatrace does)
+        assert _attribute(record, "trace_id.w3c") == wrapped.trace_id
+        assert _attribute(record, "trace_id") is None
     finally:
         local.reconfigure(kong_plugin_config={})
     plain = _get_coupons(local)
     record = poll_until(lambda: _access_logs(local, plain.request_id), bool,
                         what="the access log with the snippet restored", timeout=20)[0]
-    assert record["attributes"]["trace_id"] == plain.trace_id
+    assert _attribute(record, "trace_id") == plain.trace_id
 
 
 def test_reconfigure_restarts_the_collector_for_collector_settings(local: LocalStack) -> None:
