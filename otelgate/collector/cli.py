@@ -1,0 +1,57 @@
+"""`otelgate collector`: find or build otelgate's collector distribution."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from otelgate.collector.build import CollectorBuildError, CollectorNotFound, build, find_collector
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--build", action="store_true",
+                        help="build into the cache if the manifest changed; always report build time and size")
+    action.add_argument("--ensure", action="store_true",
+                        help="build only if no collector is found; in CI or with OTELGATE_REQUIRE_COLLECTOR=1 "
+                             "failing to obtain one is an error, elsewhere a warning")
+    action.add_argument("--path", action="store_true", help="print the path of the collector that would be used")
+    action.add_argument("--components", action="store_true", help="run `<collector> components`")
+    parser.add_argument("--force", action="store_true", help="with --build: rebuild even when cached")
+
+
+def collector_required() -> bool:
+    """In CI (or when asked) a missing collector is a failure, never a skip."""
+    return bool(os.environ.get("CI")) or os.environ.get("OTELGATE_REQUIRE_COLLECTOR") == "1"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.build:
+            print(build(force=args.force).summary())
+            return 0
+        if args.ensure:
+            return _ensure()
+        binary = find_collector()
+        if args.components:
+            return subprocess.run([str(binary), "components"], timeout=60).returncode
+        print(binary)
+        return 0
+    except (CollectorNotFound, CollectorBuildError) as exc:
+        print(f"otelgate collector: {exc}", file=sys.stderr)
+        return 1
+
+
+def _ensure() -> int:
+    try:
+        binary = find_collector(build_if_missing=True)
+    except (CollectorNotFound, CollectorBuildError) as exc:
+        if collector_required():
+            print(f"otelgate collector --ensure: ERROR (collector required here): {exc}", file=sys.stderr)
+            return 1
+        print(f"otelgate collector --ensure: WARNING, tests that need it will be skipped: {exc}", file=sys.stderr)
+        return 0
+    print(f"collector: {binary}")
+    return 0

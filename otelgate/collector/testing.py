@@ -1,0 +1,86 @@
+"""Test helpers: the collector binary (or a skip/failure that says why), a collector run against a sink, and the
+collector's log attached to a failing test."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otelgate.collector.build import CollectorNotFound, find_collector
+from otelgate.collector.config import (
+    CollectorPorts,
+    derive_local_config,
+    load_collector_resource,
+    local_env,
+)
+from otelgate.collector.process import CollectorProcess
+
+
+def collector_required() -> bool:
+    """In CI (or with OTELGATE_REQUIRE_COLLECTOR=1) a missing collector fails a test instead of skipping it."""
+    return bool(os.environ.get("CI")) or os.environ.get("OTELGATE_REQUIRE_COLLECTOR") == "1"
+
+
+def collector_binary_or_skip() -> Path:
+    try:
+        return find_collector()
+    except CollectorNotFound as exc:
+        if collector_required():
+            pytest.fail(f"the collector is required here (CI / OTELGATE_REQUIRE_COLLECTOR=1): {exc}", pytrace=False)
+        pytest.skip(f"no collector binary (set OTELGATE_REQUIRE_COLLECTOR=1 to make this a failure): {exc}")
+
+
+@dataclass
+class RunningCollector:
+    process: CollectorProcess
+    ports: CollectorPorts
+    config: dict[str, Any]
+    env: dict[str, str]
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.otlp_http}"
+
+
+@contextlib.contextmanager
+def running_collector(binary: Path, workdir: Path, *, sink_endpoint: str, token: str,
+                      kong_status_target: str = "127.0.0.1:9", deployment_name: str | None = None,
+                      drop_processors: Iterable[str] = (), exporter_token: str | None = None,
+                      request: pytest.FixtureRequest | None = None) -> Iterator[RunningCollector]:
+    """The resource's config, derived for 127.0.0.1, running until the block ends (its log attached on failure)."""
+    resource = load_collector_resource()
+    ports = CollectorPorts.allocate()
+    config = derive_local_config(resource["spec"]["config"], ports=ports, sink_endpoint=sink_endpoint,
+                                 kong_status_target=kong_status_target, drop_processors=drop_processors,
+                                 exporter_token=exporter_token)
+    overrides = {"KONG_DEPLOYMENT_NAME": deployment_name} if deployment_name else {}
+    env = local_env(resource, token, **overrides)
+    process = CollectorProcess(binary, config, workdir, env=env)
+    with attach_log_on_failure(process, request):
+        process.start()
+        try:
+            process.wait_healthy(timeout=30.0)
+            yield RunningCollector(process, ports, config, env)
+        finally:
+            process.stop()
+
+
+@contextlib.contextmanager
+def attach_log_on_failure(process: CollectorProcess, request: pytest.FixtureRequest | None) -> Iterator[None]:
+    """On an exception, the collector's log becomes a section of the test report (and its tail joins the error)."""
+    try:
+        yield
+    except BaseException as exc:
+        log = process.log_text()
+        if request is not None:
+            request.node.add_report_section("call", f"collector log ({process.log_path})", log)
+        if isinstance(exc, AssertionError):
+            exc.args = (f"{exc.args[0] if exc.args else ''}\n--- collector log tail ({process.log_path}) ---\n"
+                        + "\n".join(log.splitlines()[-40:]),)
+        raise
