@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,23 +56,36 @@ def bare_rate(body: bytes, spans_per_batch: int, seconds: float) -> float:
                                                           time.time()), config), spans_per_batch, seconds)
 
 
-def http_rate(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], spans_per_batch: int,
+def http_rate(clients: list[httpx.Client], url: str, body: bytes, headers: dict[str, str], spans_per_batch: int,
               seconds: float) -> float:
-    def send() -> None:
-        response = client.post(url, content=body, headers=headers)
-        if response.status_code != 200:
-            raise SystemExit(f"the sink answered {response.status_code}: {response.content[:200]!r}")
+    """Spans/s with one sender per client, like an exporter's parallel queue consumers."""
 
-    return _rate(send, spans_per_batch, seconds)
+    def sender(client: httpx.Client) -> tuple[int, float]:
+        def send() -> None:
+            response = client.post(url, content=body, headers=headers)
+            if response.status_code != 200:
+                raise SystemExit(f"the sink answered {response.status_code}: {response.content[:200]!r}")
+
+        return _count(send, seconds)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(clients)) as pool:
+        calls = sum(n for n, _ in pool.map(sender, clients))
+    return calls * spans_per_batch / (time.perf_counter() - started)
 
 
 def _rate(action: Callable[[], Any], items: int, seconds: float) -> float:
     """Items per second over at least ``seconds`` (and at least 3 calls)."""
+    calls, elapsed = _count(action, seconds)
+    return calls * items / elapsed
+
+
+def _count(action: Callable[[], Any], seconds: float) -> tuple[int, float]:
     calls, started = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - started < seconds:
         action()
         calls += 1
-    return calls * items / (time.perf_counter() - started)
+    return calls, time.perf_counter() - started
 
 
 def main() -> int:
@@ -81,6 +95,8 @@ def main() -> int:
     parser.add_argument("--batches", default="512,8192")
     parser.add_argument("--gzip", action="store_true", help="send gzip-compressed bodies (as the collector does)")
     parser.add_argument("--in-process", action="store_true", help="run the sink in a thread of this process")
+    parser.add_argument("--senders", type=int, default=2,
+                        help="parallel HTTP senders (an exporter's queue consumers; the collector default is 10)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -99,16 +115,17 @@ def main() -> int:
         headers = {"Content-Type": "application/x-protobuf", "Authorization": f"Api-Token {token}"}
         if args.gzip:
             headers["Content-Encoding"] = "gzip"
-        with httpx.Client(timeout=60) as client:
+        clients = [httpx.Client(timeout=60) for _ in range(args.senders)]
+        try:
             for size in (int(s) for s in args.batches.split(",")):
                 raw = build_batch(size)
                 body = gzip.compress(raw, compresslevel=6) if args.gzip else raw
-                http_rate(client, url, body, headers, size, 0.3)  # warm-up: connection, caches
+                http_rate(clients, url, body, headers, size, 0.3)  # warm-up: connection, caches
                 bare, over_http = [], []
                 for _ in range(args.rounds):
                     sink.client.reset()
                     bare.append(bare_rate(raw, size, args.seconds))
-                    over_http.append(http_rate(client, url, body, headers, size, args.seconds))
+                    over_http.append(http_rate(clients, url, body, headers, size, args.seconds))
                 stored = sink.client.stats()["traces"]["items"]
                 assert stored > 0, "the sink stored nothing"
                 result = {"batch": size, "body_bytes": len(body), "raw_bytes": len(raw), "rounds": args.rounds,
@@ -116,10 +133,14 @@ def main() -> int:
                           "bare_all": bare, "http_all": over_http}
                 result["ratio"] = result["http_spans_per_s"] / result["bare_spans_per_s"]
                 results.append(result)
+        finally:
+            for client in clients:
+                client.close()
     finally:
         sink.stop()
 
-    mode = ("in-process" if args.in_process else "subprocess") + (", gzip" if args.gzip else "")
+    mode = ("in-process" if args.in_process else "subprocess") + (", gzip" if args.gzip else "") + \
+        f", {args.senders} sender(s)"
     print(f"sink ingest, dynatrace profile ({mode}), median of {args.rounds} rounds of >= {args.seconds}s")
     print(f"{'batch':>6} {'body':>10} {'bare spans/s':>14} {'HTTP spans/s':>14} {'ratio':>6}")
     for r in results:
