@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -74,31 +75,9 @@ def apply_serialize_values(root: dict[str, Any], serialize_values: list[tuple[st
 # lua-cjson compatible encoding
 
 def _cjson_string(text: str) -> str:
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "/":
-            out.append("\\/")  # lua-cjson escapes the solidus by default (§10.2, gotcha 8)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """lua-cjson's string escaping: like JSON's, plus the solidus (``\\/``, §10.2, gotcha 8) and DEL as
+    ``\\u007f``; non-ASCII stays raw UTF-8."""
+    return json.dumps(text, ensure_ascii=False).replace("/", "\\/").replace("\x7f", "\\u007f")
 
 
 def cjson_encode(value: Any) -> str:
