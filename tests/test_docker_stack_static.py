@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,8 @@ def test_the_image_provides_what_the_commands_run(specs: list[ds.ContainerSpec])
     entrypoint = re.search(r"^ENTRYPOINT\s+(\[.*\])\s*$", dockerfile, re.MULTILINE)
     assert entrypoint and json.loads(entrypoint.group(1)) == ["otelgate"]
     assert re.search(r"^RUN pip install \.", dockerfile, re.MULTILINE), "the image must install the project"
-    assert spec(specs, "sink").command is not None and spec(specs, "sink").command[0] == "sink"
+    sink_command = spec(specs, "sink").command
+    assert sink_command is not None and sink_command[0] == "sink"
     deps = "\n".join(_pyproject_dependencies())
     for package in ("opentelemetry-distro", "opentelemetry-instrumentation", "opentelemetry-instrumentation-flask",
                     "opentelemetry-exporter-otlp-proto-http", "flask"):
@@ -150,7 +152,7 @@ def test_kong_overrides_change_only_their_keys() -> None:
     specs = ds.container_specs(settings)
     mounted = kong_doc(specs)
     diff = kongconfig.config_diff(kongconfig.load(ds.KONG_YAML), mounted)
-    everything = {**overrides, "opentelemetry": {"sampling_rate": 0.25}}
+    everything: dict[str, dict[str, Any]] = {**overrides, "opentelemetry": {"sampling_rate": 0.25}}
     assert [p for p in diff if not kongconfig.is_rewrite(p, everything)] == []
     assert "plugins[opentelemetry].config.sampling_rate" in diff
     assert "plugins[tcp-log].config.custom_fields_by_lua" in diff
@@ -233,9 +235,10 @@ def _collector_binary() -> Path:
             return find_collector()
         except CollectorNotFound as exc:
             pytest.skip(f"no collector binary (OTELGATE_REQUIRE_COLLECTOR=1 or CI makes this a failure): {exc}")
-    found: Path = poll_until(_find_or_none, lambda path: path is not None,
-                             what="otelgate.collector.find_collector() to find the collector binary (a build may "
-                                  "still be running)", timeout=COLLECTOR_BUILD_WAIT, interval=2.0)
+    found = poll_until(_find_or_none, lambda path: path is not None,
+                       what="otelgate.collector.find_collector() to find the collector binary (a build may "
+                            "still be running)", timeout=COLLECTOR_BUILD_WAIT, interval=2.0)
+    assert found is not None
     return found
 
 
@@ -435,3 +438,61 @@ def test_otelgate_up_check_prerequisites_fails_clearly_without_docker(tmp_path: 
     assert result.returncode == 1
     assert "missing: no reachable Docker daemon" in result.stderr
     assert "docker stack prerequisites:" in result.stdout
+
+
+def test_start_without_a_daemon_fails_fast_and_leaves_diagnostics(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one part of the runtime that runs here: a bring-up with no Docker daemon stops at once, says why and
+    where it looked, and still leaves the derived configs and a summary to read."""
+    socket_path = tmp_path / "no-docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
+    started = time.monotonic()
+    with pytest.raises(ds.DockerStackError, match="no reachable Docker daemon") as failure:
+        ds.DockerStack.start(workdir=tmp_path / "stack")
+    assert time.monotonic() - started < 30
+    assert str(socket_path) in str(failure.value)
+    diagnostics = tmp_path / "stack" / "diagnostics"
+    assert (diagnostics / "summary.txt").is_file()
+    assert sorted(p.name for p in (diagnostics / "config").iterdir()) == ["collector.yaml", "kong.yaml"]
+    kong_copy = yaml.safe_load((diagnostics / "config" / "kong.yaml").read_text())
+    assert kong_copy == kong_doc(ds.container_specs())
+
+
+def test_daemon_check_without_the_docker_sdk_uses_the_engine_ping(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``nox -s tests`` has no docker SDK: the check then speaks the Engine API's ``GET /_ping`` itself."""
+    import http.server
+    import socketserver
+    import threading
+
+    class Ping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 200 if self.path == "/_ping" else 404
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[Any, Any]:
+            request, _ = super().get_request()
+            return request, ("local", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
+
+    monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` raises ImportError
+    socket_path = tmp_path / "d.sock"
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
+    assert ds._ping_daemon() is not None, "nothing listens yet: the check must say so"
+    server = UnixHTTPServer(str(socket_path), Ping)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert ds._ping_daemon() is None
+        assert ds.daemon_problem() is None
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -593,6 +593,17 @@ def _ping_daemon() -> str | None:
     return None if response.status_code == 200 else f"/_ping answered HTTP {response.status_code}"
 
 
+def daemon_problem() -> str | None:
+    """None if a Docker daemon answers; else a message that says where it looked and what to do."""
+    why = _ping_daemon()
+    if why is None:
+        return None
+    return (f"no reachable Docker daemon at {_docker_host()} ({why}). Start Docker (Docker Desktop, or "
+            "`sudo systemctl start docker`), or point DOCKER_HOST at a running daemon; `docker info` must work. "
+            "With a non-default `docker context` (Docker Desktop on Linux, Colima, Rancher Desktop, Podman): "
+            "export DOCKER_HOST=$(docker context inspect --format '{{.Endpoints.docker.Host}}')")
+
+
 def check_prerequisites() -> list[str]:
     """What would stop the docker stack from starting (empty when it can start)."""
     problems: list[str] = []
@@ -601,11 +612,9 @@ def check_prerequisites() -> list[str]:
             __import__(module)
         except ImportError:
             problems.append(f"python package {module!r} is not installed: pip install 'otelgate[docker]'")
-    why = _ping_daemon()
-    if why is not None:
-        problems.append(
-            f"no reachable Docker daemon at {_docker_host()} ({why}). Start Docker (Docker Desktop, or "
-            "`sudo systemctl start docker`), or point DOCKER_HOST at a running daemon; `docker info` must work.")
+    problem = daemon_problem()
+    if problem is not None:
+        problems.append(problem)
     for path in (KONG_YAML, KONG_VALUES, COLLECTOR_YAML):
         if not path.is_file():
             problems.append(f"{path} is missing")
@@ -662,8 +671,8 @@ class DockerStack:
         self.running: dict[str, _Running] = {}
         self._generations: dict[str, int] = {}       # containers of one role so far (replacements count)
         self.network: Any = None
-        self.host = LOOPBACK
-        self.publish_ip: str | None = LOOPBACK
+        self._network_created = False
+        self.publish_ip: str | None = LOOPBACK      # None: the daemon's default (all interfaces)
         self.gateway_url = ""
         self.sink_url = ""
         self._sink: SinkClient | None = None
@@ -687,6 +696,8 @@ class DockerStack:
             if isinstance(exc, DockerStackError | KeyboardInterrupt):
                 raise
             raise DockerStackError(redact(f"the docker stack did not come up: {exc}", stack._token)) from exc
+        if stack.keep:
+            stack._say("will be " + stack.kept_message())
         return stack
 
     def __enter__(self) -> DockerStack:
@@ -702,6 +713,11 @@ class DockerStack:
         started = time.monotonic()
         for sub in ("logs", "config"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        for spec in self.specs:  # written first: a failed start still leaves the derived configs to read
+            self._write_files(spec)
+        problem = daemon_problem()
+        if problem is not None:
+            raise DockerStackError(problem)
         tc = _testcontainers()
         if self.keep:
             # Ryuk removes every container of the session when this process ends; --keep must outlive it
@@ -711,6 +727,7 @@ class DockerStack:
         self.network = tc.Network()
         self.network.name = f"otelgate-{self.run_id}"
         self.network.create()
+        self._network_created = True
         for spec in self.specs:
             self._launch(spec)
         for spec in self.specs:
@@ -734,7 +751,6 @@ class DockerStack:
         local = client.get_connection_mode() == ConnectionMode.docker_host and client.host() in (
             "localhost", LOOPBACK, "::1")
         self.publish_ip = LOOPBACK if local else None
-        self.host = LOOPBACK if local else client.host()
 
     def _ensure_images(self) -> None:
         import docker
@@ -788,8 +804,7 @@ class DockerStack:
         """Create and start one container (no waiting here: every container starts at once, then each is waited
         on). ``host_ports`` pins published ports, so a replaced Kong keeps the gateway URL the suites hold."""
         tc = _testcontainers()
-        for item in spec.files:
-            (self.workdir / "config" / item.host_name).write_text(redact(item.content, self._token))
+        self._write_files(spec)
         container = tc.DockerContainer(spec.image)
         container.with_name(self._container_name(spec, generation))
         container.with_network(self.network).with_network_aliases(*spec.aliases)
@@ -811,8 +826,14 @@ class DockerStack:
         self._generations[spec.name] = generation + 1
         container.start()
 
+    def _write_files(self, spec: ContainerSpec) -> None:
+        for item in spec.files:
+            (self.workdir / "config" / item.host_name).write_text(redact(item.content, self._token))
+
     def _url(self, running: _Running, port: int) -> str:
-        return f"http://{self.host}:{running.container.get_exposed_port(port)}"
+        """The host-side URL of a container port (testcontainers resolves remote, DinD and DooD daemons)."""
+        host = LOOPBACK if self.publish_ip == LOOPBACK else running.container.get_container_host_ip()
+        return f"http://{host}:{running.container.get_exposed_port(port)}"
 
     def _wait_serving(self, name: str) -> None:
         running = self.running[name]
@@ -836,6 +857,14 @@ class DockerStack:
             url = found.get("url", "host port never mapped")
             raise DockerStackError(redact(f"{exc} (url {url})\n--- {name} log tail ---\n{self._log_tail(name)}",
                                           self._token)) from None
+
+    @staticmethod
+    def _started(running: _Running) -> bool:
+        try:
+            running.container.get_wrapped_container()
+        except Exception:  # testcontainers: ContainerStartException before start()
+            return False
+        return True
 
     def _state(self, running: _Running) -> dict[str, Any]:
         wrapped = running.container.get_wrapped_container()
@@ -901,7 +930,7 @@ class DockerStack:
         item = spec_by_name(self.specs, "kong").file(KONG_DECLARATIVE_PATH)
         (self.workdir / "config" / item.host_name).write_text(item.content)
         kong = self.running["kong"]
-        before = self._kong_logs().count(RECONFIGURE_DONE)
+        before = self._kong_error_log().count(RECONFIGURE_DONE)
         admin = self._url(kong, KONG_ADMIN_PORT)
         response = httpx.post(f"{admin}/config", json={"config": item.content}, timeout=self.timeouts.reconfigure)
         if response.status_code != 201:
@@ -910,7 +939,7 @@ class DockerStack:
         workers = _worker_count(spec_by_name(self.specs, "kong").env)
 
         def applied() -> int:
-            logs = self._kong_logs()
+            logs = self._kong_error_log()
             if RECONFIGURE_FAILED in logs[-20000:]:
                 raise ContainerExited(f"Kong logged '{RECONFIGURE_FAILED}':\n{self._log_tail('kong')}")
             return logs.count(RECONFIGURE_DONE) - before
@@ -922,16 +951,17 @@ class DockerStack:
         except ContainerExited as exc:
             raise DockerStackError(str(exc)) from None
 
-    def _kong_logs(self) -> str:
-        stdout, stderr = self.running["kong"].container.get_logs()
-        return (stdout + stderr).decode(errors="replace")
+    def _kong_error_log(self) -> str:
+        """Kong's error log (stderr; access lines go to stdout and would only make every poll bigger)."""
+        raw: bytes = self.running["kong"].container.get_wrapped_container().logs(stdout=False, stderr=True)
+        return raw.decode(errors="replace")
 
     def _replace(self, name: str, *, run: bool) -> None:
         """Remove a container (its log saved first) and, if ``run``, start its successor and wait until it serves."""
         old = self.running.get(name)
         host_ports: dict[int, int] = {}
         if old is not None:
-            if old.container._container is not None:
+            if self._started(old):
                 host_ports = {p.port: int(old.container.get_exposed_port(p.port)) for p in old.spec.ports
                               if p.published and self._state(old).get("Running")}
                 self._save_log(name, old)
@@ -974,11 +1004,7 @@ class DockerStack:
             return
         self._closed = True
         if self.keep and not force:
-            names = ", ".join(self._container_name(r.spec, r.generation) for r in self.running.values())
-            network = self.network.name if self.network is not None else "(none)"
-            self._say(f"kept (--keep): containers {names}; network {network}. Remove them with: "
-                      f"docker rm -f $(docker ps -aq --filter label={LABEL_RUN}={self.run_id}) && "
-                      f"docker network rm {network}")
+            self._say(self.kept_message())
             return
         errors: list[str] = []
         for name in reversed(list(self.running)):
@@ -987,7 +1013,7 @@ class DockerStack:
             except Exception as exc:
                 errors.append(f"{name}: {exc!r}")
         self.running.clear()
-        if self.network is not None and self.network._network is not None:
+        if self._network_created:
             try:
                 self.network.remove()
             except Exception as exc:
@@ -997,9 +1023,15 @@ class DockerStack:
         if errors:
             raise RuntimeError("docker stack teardown was incomplete:\n" + "\n".join(errors))
 
+    def kept_message(self) -> str:
+        names = ", ".join(self._container_name(r.spec, r.generation) for r in self.running.values())
+        network = self.network.name if self.network is not None else "(none)"
+        return (f"kept (--keep): containers {names}; network {network}. Remove them with: docker rm -f "
+                f"$(docker ps -aq --filter label={LABEL_RUN}={self.run_id}) && docker network rm {network}")
+
     def _log_tail(self, name: str, lines: int = 60) -> str:
         running = self.running.get(name)
-        if running is None or running.container._container is None:
+        if running is None or not self._started(running):
             return f"<{name} not started>"
         try:
             stdout, stderr = running.container.get_logs()
@@ -1023,7 +1055,7 @@ class DockerStack:
         dest = Path(dest)
         (dest / "logs").mkdir(parents=True, exist_ok=True)
         for name, running in self.running.items():
-            if running.container._container is not None:
+            if self._started(running):
                 self._save_log(name, running)
         for path in sorted((self.workdir / "logs").glob("*.log")):
             (dest / "logs" / path.name).write_text(redact(path.read_text(errors="replace"), self._token))
