@@ -178,15 +178,23 @@ def _start_instrumented(service: str, port: int, otlp: str, logs: Path, **extra_
         except httpx.HTTPError:
             return False
 
-    proc.wait_ready(healthy, what=f"GET /healthz on :{port}", timeout=20)
+    try:
+        proc.wait_ready(healthy, what=f"GET /healthz on :{port}", timeout=20)
+    except BaseException:
+        proc.stop()
+        raise
     return proc
 
 
 def test_coupon_to_membership_is_one_w3c_linked_trace(receiver: _OtlpTraceReceiver, tmp_path: Path) -> None:
     membership_port, coupon_port = free_port(), free_port()
     membership = _start_instrumented("membership", membership_port, receiver.url, tmp_path)
-    coupon = _start_instrumented("coupon", coupon_port, receiver.url, tmp_path,
-                                 MEMBERSHIP_SERVICE_HOST=f"127.0.0.1:{membership_port}")
+    try:
+        coupon = _start_instrumented("coupon", coupon_port, receiver.url, tmp_path,
+                                     MEMBERSHIP_SERVICE_HOST=f"127.0.0.1:{membership_port}")
+    except BaseException:
+        membership.stop()
+        raise
     try:
         trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
         response = httpx.get(f"http://127.0.0.1:{coupon_port}/coupons?userId=alice", timeout=5.0,

@@ -118,7 +118,9 @@ def _run_local(args: argparse.Namespace) -> int:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="otelgate-local-"))
     settings = StackSettings(sampling_rate=args.sampling_rate, tracing_sampling_rate=args.tracing_sampling_rate)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops as cleanly as Ctrl-C
+    # Ctrl-C and `kill` both stop cleanly; SIGINT is re-armed because a shell starts background jobs with it ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     print(f"starting the local stack (Kong simulator = a test double of Kong 3.9); logs in {workdir}", flush=True)
     try:
         stack = LocalStack.start(settings, workdir)
@@ -129,7 +131,8 @@ def _run_local(args: argparse.Namespace) -> int:
         print(f"error: the local stack did not come up (everything started was stopped):\n{exc}", file=sys.stderr)
         return 1
     try:
-        print(f"up in {stack.bring_up_seconds:.1f} s (first green canary). URLs:")
+        steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in stack.step_seconds.items())
+        print(f"up in {stack.bring_up_seconds:.1f} s to the first green canary ({steps}). URLs:")
         width = max(len(name) for name in stack.urls())
         for name, url in stack.urls().items():
             print(f"  {name:<{width}}  {url}")

@@ -138,6 +138,7 @@ class LocalStack:
         # the value the collector's attributes/kong processor inserts (KONG_DEPLOYMENT_NAME in the collector's env)
         self.kong_deployment_name = LOCAL_KONG_DEPLOYMENT_NAME
         self.bring_up_seconds: float | None = None
+        self.step_seconds: dict[str, float] = {}
         self.canary_trace_id: str | None = None
         self._closed = False
 
@@ -167,13 +168,15 @@ class LocalStack:
         started = time.monotonic()
         for sub in ("logs", "config"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
-        self._start_sink()
-        self._start_collector()
-        self._start_services()
-        self._start_kong()
-        self._canary()
+        steps = (("sink", self._start_sink), ("collector", self._start_collector),
+                 ("services", self._start_services), ("kong simulator", self._start_kong), ("canary", self._canary))
+        for step, run in steps:
+            step_started = time.monotonic()
+            run()
+            self.step_seconds[step] = time.monotonic() - step_started
         self.bring_up_seconds = time.monotonic() - started
-        self._write_summary_line(f"bring-up to first green canary: {self.bring_up_seconds:.2f} s")
+        steps_text = ", ".join(f"{step} {seconds:.2f}" for step, seconds in self.step_seconds.items())
+        self._write_summary_line(f"bring-up to first green canary: {self.bring_up_seconds:.2f} s ({steps_text})")
 
     def close(self) -> None:
         """Stop every process in reverse start order and wait until each port is released."""
@@ -490,7 +493,8 @@ class LocalStack:
                  f"kong deployment name (collector attribute): {self.kong_deployment_name}",
                  f"canary trace: {self.canary_trace_id}"]
         if self.bring_up_seconds is not None:
-            lines.append(f"bring-up to first green canary: {self.bring_up_seconds:.2f} s")
+            steps = ", ".join(f"{step} {seconds:.2f} s" for step, seconds in self.step_seconds.items())
+            lines.append(f"bring-up to first green canary: {self.bring_up_seconds:.2f} s ({steps})")
         lines.append("processes:")
         for name, proc in self.processes.items():
             state = "running" if proc.alive() else f"exited ({proc.popen.returncode if proc.popen else 'never'})"
