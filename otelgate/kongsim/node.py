@@ -100,6 +100,9 @@ class Node:
             log.info("[kongsim test double] loaded declarative config %s (hash %s)", source,
                      runtime.config.config_hash)
         if old is not None:
+            # let log phases already running for the old config finish before its queues are flushed and closed
+            if self.counters.in_flight_log_tasks:
+                await asyncio.wait(list(self.counters.in_flight_log_tasks), timeout=2.0)
             await old.close()
         return runtime
 

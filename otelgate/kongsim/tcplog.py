@@ -231,11 +231,16 @@ class TcpLogSender:
         self.sent_lines = 0
         self.lost_lines = 0
         self.connections = 0
+        self.closed = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tcp-log {self.host}:{self.port}")
 
     def send(self, line: str) -> None:
+        if self.closed:  # a request that started before a config reload finished after it
+            self.lost_lines += 1
+            log.error("[tcp-log] line of a retired config dropped (reload during traffic)")
+            return
         self._queue.put_nowait(line.encode("utf-8") + b"\n")
 
     def pending(self) -> int:
@@ -299,6 +304,10 @@ class TcpLogSender:
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
+        self.closed = True
+        if self._queue.qsize():
+            self.lost_lines += self._queue.qsize()
+            log.error("[tcp-log] %d lines not sent at shutdown/reload", self._queue.qsize())
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

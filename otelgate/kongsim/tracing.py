@@ -546,12 +546,17 @@ class SpanExporter:
         self.sent_batches = 0
         self.sent_spans = 0
         self.dropped_spans = 0
+        self.closed = False
 
     def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout)
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"otel-queue {self.endpoint}")
 
     def enqueue(self, span: PbSpan) -> None:
+        if self.closed:  # a request that started before a config reload finished after it
+            self.dropped_spans += 1
+            log.error("queue opentelemetry:traces: span of a retired config dropped (reload during traffic)")
+            return
         if self._queue.qsize() >= self.max_entries:
             self.dropped_spans += 1
             log.error("queue opentelemetry:traces: queue full, dropping span (max_entries=%d)", self.max_entries)
@@ -617,6 +622,10 @@ class SpanExporter:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        self.closed = True
+        if self._queue.qsize():
+            self.dropped_spans += self._queue.qsize()
+            log.error("queue opentelemetry:traces: %d spans not sent at shutdown/reload", self._queue.qsize())
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
