@@ -175,6 +175,37 @@ def test_reconfigure_restarts_the_collector_for_collector_settings(local: LocalS
     _get_coupons(local)  # the pipeline works again after the restore
 
 
+def test_reconfigure_restarts_the_simulator_for_kong_conf_settings(local: LocalStack) -> None:
+    before = local.processes["kong"].pid
+    local.reconfigure(tracing_sampling_rate=0.5)
+    try:
+        kong = local.processes["kong"]
+        assert kong.pid != before and kong.alive()
+        assert kong.argv[kong.argv.index("--tracing-sampling-rate") + 1] == "0.5"
+    finally:
+        local.reconfigure(tracing_sampling_rate=1.0)
+    _get_coupons(local)  # traced again at 1.0
+
+
+def test_reconfigure_refuses_bad_input_and_keeps_the_running_config(local: LocalStack) -> None:
+    settings = local.settings
+    with pytest.raises(ValueError, match="unknown stack settings"):
+        local.reconfigure(sampling_ratio=0.5)
+    with pytest.raises(ValueError):  # the simulator's schema check, before anything is sent
+        local.reconfigure(kong_plugin_config={"tcp-log": {"no_such_field": 1}})
+    assert local.settings == settings
+    _get_coupons(local)
+
+
+def test_local_stack_implements_the_stack_protocol(local: LocalStack) -> None:
+    assert isinstance(local, Stack)
+    assert local.name == "local"
+    urls = local.urls()
+    assert urls["gateway (Kong simulator proxy)"] == local.gateway_url
+    assert httpx.get(urls["collector health"], timeout=5.0).status_code == 200
+    assert "kong_http_requests_total" in httpx.get(urls["kong status API (/metrics)"], timeout=5.0).text
+
+
 def test_the_token_is_never_written(local: LocalStack, tmp_path: Path) -> None:
     token = local._token
     folder = local.diagnose(tmp_path / "diagnosis")
