@@ -852,7 +852,10 @@ class DockerStack:
         try:
             poll_until(observe, lambda status: status == wait.status,
                        what=f"{name} to serve: GET {wait.path} on container port {wait.port} -> {wait.status}",
-                       timeout=wait.timeout, interval=0.25, retry_on=(httpx.HTTPError, ConnectionError))
+                       timeout=wait.timeout, interval=0.25,
+                       # ConnectionError: no port mapping yet; TimeoutError: testcontainers saw it stop running
+                       # (the next observation reports the exit, with the log tail)
+                       retry_on=(httpx.HTTPError, ConnectionError, TimeoutError))
         except (AssertionError, ContainerExited) as exc:
             url = found.get("url", "host port never mapped")
             raise DockerStackError(redact(f"{exc} (url {url})\n--- {name} log tail ---\n{self._log_tail(name)}",
