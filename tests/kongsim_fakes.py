@@ -212,10 +212,12 @@ def running_stack(overrides: dict[str, dict[str, Any]] | None = None, *, samplin
     listeners = Listeners("127.0.0.1", free_port(), free_port(), free_port())
     sim = SimulatorThread(Simulator(doc, listeners, tracing_sampling_rate=sampling_rate,
                                     tracing_instrumentations=instrumentations, node_id=node_id))
-    sim.start()
     try:
-        yield Stack(upstream, otlp, lines, sim, doc)
+        sim.start()
+        try:
+            yield Stack(upstream, otlp, lines, sim, doc)
+        finally:
+            sim.stop()
     finally:
-        sim.stop()
         for server in (upstream, otlp, lines):
             server.close()

@@ -74,7 +74,11 @@ class Simulator:
             server.should_exit = True
 
     async def serve(self, *, handle_signals: bool = False) -> None:
-        await self.node.load(self.doc, self.source)  # a bad config fails here, before anything listens
+        try:
+            await self.node.load(self.doc, self.source)  # a bad config fails here, before anything listens
+        except BaseException:
+            await self.proxy.aclose()
+            raise
         self._servers = [self._server(self.proxy, self.listeners.proxy_port),
                          self._server(status_app(self.node), self.listeners.status_port),
                          self._server(admin_app(self.node), self.listeners.admin_port)]
@@ -131,8 +135,11 @@ class SimulatorThread:
             serve = asyncio.create_task(self.simulator.serve())
             started = asyncio.create_task(self.simulator.started.wait())
             await asyncio.wait({serve, started}, return_when=asyncio.FIRST_COMPLETED)
-            self._ready.set()
-            await serve
+            if self.simulator.started.is_set():
+                self._ready.set()
+            else:
+                started.cancel()
+            await serve  # a start-up failure raises here; _main records it before releasing start()
 
         try:
             self._loop.run_until_complete(runner())
