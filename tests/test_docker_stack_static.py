@@ -496,3 +496,20 @@ def test_daemon_check_without_the_docker_sdk_uses_the_engine_ping(tmp_path: Path
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_canary_is_sampled_at_every_rate_above_zero() -> None:
+    """Kong's ratio sampler (Kong reference 7.2): sampled iff the first 8 bytes, little-endian, < rate * 2**64."""
+    for _ in range(50):
+        trace_id, traceparent = ds.canary_traceparent()
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", traceparent)
+        assert traceparent.split("-")[1] == trace_id and int(trace_id, 16) != 0
+        first8 = int.from_bytes(bytes.fromhex(trace_id)[:8], "little")
+        assert first8 < 1e-12 * 2**64
+
+
+def test_effective_sampling_rate_follows_kong() -> None:
+    default = StackSettings(tracing_sampling_rate=0.3)
+    assert ds.effective_sampling_rate(default, spec(ds.container_specs(default), "kong")) == 0.3
+    plugin = StackSettings(sampling_rate=0.0, tracing_sampling_rate=1.0)
+    assert ds.effective_sampling_rate(plugin, spec(ds.container_specs(plugin), "kong")) == 0.0

@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import sys
 import tempfile
@@ -549,8 +550,8 @@ def plan(options: Any = None) -> list[str]:
         step += 1
     lines.append(f"{step}. all containers start at once; then each is waited on in the order above (ready when ...)")
     step += 1
-    lines.append(f"{step}. canary: GET {CANARY_PATH} through Kong's proxy until its trace (kong-otel -> coupon -> "
-                 "membership) is in the sink; then the sink is reset")
+    lines.append(f"{step}. canary: GET {CANARY_PATH} through Kong's proxy with a traceparent Kong samples at any rate "
+                 "above 0, until that trace (kong-otel -> coupon -> membership) is in the sink; then the sink is reset")
     step += 1
     lines.append(f"{step}. end: containers and network removed (kept with --keep / pytest --keep-stack); on a failed "
                  "bring-up every container's log is written to <workdir>/diagnostics first")
@@ -878,17 +879,25 @@ class DockerStack:
     # --- readiness: one canary through the whole pipeline --------------------------------------------------------
 
     def _canary(self) -> None:
-        response = httpx.get(f"{self.gateway_url}{CANARY_PATH}", timeout=10.0)
+        """One request through Kong with a crafted ``traceparent`` whose trace Kong samples at any rate above 0;
+        wait until that trace holds Kong's, coupon's and membership's spans. At rate 0 nothing can be traced: the
+        canary then proves only that Kong proxies."""
+        trace_id, traceparent = canary_traceparent()
+        response = httpx.get(f"{self.gateway_url}{CANARY_PATH}", headers={"traceparent": traceparent}, timeout=10.0)
         if response.status_code != 200:
             raise DockerStackError(f"canary GET {CANARY_PATH} through Kong answered {response.status_code}: "
                                    f"{response.text[:500]}\n--- kong log tail ---\n{self._log_tail('kong')}")
-        request_id = response.headers.get("x-kong-request-id", "")
-        try:
-            self.canary_trace_id = _wait_canary_trace(self.sink, request_id, self.timeouts.canary)
-        except AssertionError as exc:
-            tails = "\n".join(f"--- {n} log tail ---\n{self._log_tail(n)}" for n in ("collector", "kong"))
-            raise DockerStackError(redact(f"canary trace did not reach the sink: {exc}\n{tails}", self._token)) \
-                from None
+        rate = effective_sampling_rate(self.settings, spec_by_name(self.specs, "kong"))
+        if rate <= 0:
+            self._say(f"sampling rate {rate}: the canary cannot be traced; it proved only that Kong proxies")
+        else:
+            try:
+                _wait_canary_trace(self.sink, trace_id, self.timeouts.canary)
+            except AssertionError as exc:
+                tails = "\n".join(f"--- {n} log tail ---\n{self._log_tail(n)}" for n in ("collector", "kong"))
+                raise DockerStackError(redact(f"canary trace did not reach the sink: {exc}\n{tails}", self._token)) \
+                    from None
+            self.canary_trace_id = trace_id
         self.sink.reset()  # the suites start from an empty sink; the canary proved the path
 
     # --- the Stack protocol --------------------------------------------------------------------------------------
@@ -1113,21 +1122,34 @@ def _worker_count(kong_env: Mapping[str, str]) -> int:
     return int(value)
 
 
-def _wait_canary_trace(sink: SinkClient, request_id: str, timeout: float) -> str:
-    def kong_root() -> list[dict[str, Any]]:
-        return sink.spans(service=KONG_SERVICE_NAME, name="kong", **{"attr.kong.request.id": request_id})
+def canary_traceparent() -> tuple[str, str]:
+    """``(trace_id, traceparent)`` with the trace id's first 8 bytes zero: Kong's ratio sampler reads them as a
+    uint64 and samples iff it is below ``rate * 2**64`` (kong/pdk/tracing.lua), so this id is sampled at every rate
+    above 0. The flag ``01`` does not force sampling in Kong 3.8+; ``00`` would force it off."""
+    tail = secrets.token_hex(8)
+    while int(tail, 16) == 0:
+        tail = secrets.token_hex(8)
+    trace_id = "0" * 16 + tail
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
 
-    roots = poll_until(kong_root, bool, what=f"the canary's kong span (kong.request.id={request_id})",
-                       timeout=timeout, interval=0.2)
-    trace_id = str(roots[0]["trace_id"])
 
+def effective_sampling_rate(settings: StackSettings, kong_spec: ContainerSpec) -> float:
+    """The rate Kong samples with: the opentelemetry plugin's ``sampling_rate`` if the config sets one, else
+    kong.conf ``tracing_sampling_rate`` (Kong reference 7.1)."""
+    doc = yaml.safe_load(kong_spec.file(KONG_DECLARATIVE_PATH).content)
+    for plugin in doc.get("plugins") or []:
+        if plugin.get("name") == "opentelemetry" and (plugin.get("config") or {}).get("sampling_rate") is not None:
+            return float(plugin["config"]["sampling_rate"])
+    return float(settings.tracing_sampling_rate)
+
+
+def _wait_canary_trace(sink: SinkClient, trace_id: str, timeout: float) -> None:
     def services_in_trace() -> set[str]:
         return {str(s.get("service_name")) for s in sink.spans(trace_id=trace_id)}
 
     poll_until(services_in_trace, lambda seen: {KONG_SERVICE_NAME, "coupon", "membership"} <= seen,
-               what=f"spans of kong-otel, coupon and membership in canary trace {trace_id}",
+               what=f"spans of {KONG_SERVICE_NAME}, coupon and membership in the canary's trace {trace_id}",
                timeout=timeout, interval=0.2)
-    return trace_id
 
 
 class _Testcontainers:
