@@ -87,6 +87,7 @@ COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_runn
 # (kong/runloop/events.lua reconfigure_handler); it is the evidence that POST /config took effect.
 RECONFIGURE_DONE = "declarative reconfigure took"
 RECONFIGURE_FAILED = "declarative reconfigure failed"
+COLLECTOR_TELEMETRY = "collector's own metrics"
 LABEL_STACK = "org.otelgate.stack"
 LABEL_RUN = "org.otelgate.run"
 
@@ -383,7 +384,7 @@ def container_specs(
                 PortSpec(collector_ports.tcplog, "tcp_log receiver (Kong tcp-log)", published=False),
                 PortSpec(collector_ports.prometheus_exporter, "prometheus exporter", published=False),
                 PortSpec(collector_ports.health, "health_check extension", published=True),
-                PortSpec(collector_ports.telemetry, "collector's own metrics", published=True),
+                PortSpec(collector_ports.telemetry, COLLECTOR_TELEMETRY, published=True),
             ),
             wait=WaitSpec(collector_ports.health, _health_path(collector_config)),
         ),
@@ -986,15 +987,47 @@ class DockerStack:
                 self.gateway_url = self._url(self.running["kong"], KONG_PROXY_PORT)
 
     def collector_pid(self) -> int | None:
-        """The collector's pid on the Docker host while it runs, else None (for ``otelgate up`` status lines)."""
+        """The collector's pid when this machine can see it (a local Linux daemon: the container's process is a
+        host process), else None. With Docker Desktop or a remote daemon the pid lives in another kernel; then
+        :meth:`collector_metrics_url` is the way to watch the collector."""
         running = self.running.get("collector")
         if running is None:
             return None
-        with contextlib.suppress(Exception):
+        try:
             state = self._state(running)
-            if state.get("Running"):
-                return int(state.get("Pid") or 0) or None
-        return None
+        except Exception:
+            return None
+        pid = int(state.get("Pid") or 0) if state.get("Running") else 0
+        if pid <= 0 or self.publish_ip != LOOPBACK:
+            return None
+        try:  # the same pid may belong to something else on this host when the daemon runs in a VM
+            command = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return None
+        return pid if command.startswith("otelcol") else None
+
+    def collector_metrics_url(self) -> str | None:
+        """The collector's own Prometheus metrics (``service.telemetry``), published to the host."""
+        running = self.running.get("collector")
+        if running is None:
+            return None
+        telemetry = next((p.port for p in running.spec.ports if p.purpose == COLLECTOR_TELEMETRY), None)
+        if telemetry is None:
+            return None
+        try:
+            return self._url(running, telemetry) + "/metrics"
+        except Exception:
+            return None
+
+    def collector_state(self) -> str:
+        """``running``, ``stopped (reconfigured away)`` or the container's status, for status lines."""
+        running = self.running.get("collector")
+        if running is None:
+            return "stopped (collector_running=False)"
+        try:
+            return str(self._state(running).get("Status") or "unknown")
+        except Exception as exc:
+            return f"unknown ({type(exc).__name__})"
 
     def urls(self) -> dict[str, str]:
         urls: dict[str, str] = {}
@@ -1182,14 +1215,25 @@ def start_from_pytest(pytest_config: pytest.Config) -> DockerStack:
     return DockerStack.start(StackSettings(), artifacts / "docker-stack", keep=keep)
 
 
+def _status_line(stack: DockerStack) -> str:
+    """What the sink has seen per signal, and the collector container's state (its pid may be in another kernel)."""
+    try:
+        stats = stack.sink.stats()
+    except Exception as exc:
+        return f"{time.strftime('%H:%M:%S')} sink unreachable: {exc!r}"
+    parts = [f"{name} {stats.get(name, {}).get('requests', 0)} req/{stats.get(name, {}).get('items', 0)} items"
+             for name in ("traces", "metrics", "logs")]
+    rejected = sum(int(stats.get(name, {}).get("rejected_items", 0)) for name in ("traces", "metrics", "logs"))
+    return (f"{time.strftime('%H:%M:%S')} sink: {', '.join(parts)}; {rejected} rejected; "
+            f"collector {stack.collector_state()}")
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
 def up(args: argparse.Namespace) -> int:
     """``otelgate up --stack docker``: bring the stack up, print its URLs and status lines until Ctrl-C."""
-    from otelgate.stacks.cli import status_line
-
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="otelgate-docker-"))
     keep = bool(getattr(args, "keep", False))
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -1210,7 +1254,7 @@ def up(args: argparse.Namespace) -> int:
             print(f"  {name:<{width}}  {url}")
         print(f"try:  curl -i {stack.gateway_url}{CANARY_PATH}     (Ctrl-C stops everything)", flush=True)
         while True:
-            print(status_line(stack), flush=True)
+            print(_status_line(stack), flush=True)
             time.sleep(args.status_interval)
     except KeyboardInterrupt:
         pass
