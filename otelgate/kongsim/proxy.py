@@ -274,8 +274,9 @@ class ProxyApp:
             ex.tries.append(attempt_try)
             sent_ns = time.time_ns()
             try:
-                request = self._client.build_request(ex.method, url, headers=headers, content=ex.body,
-                                                     timeout=timeout)
+                # a bare Request: the client's default headers (User-Agent, Accept-Encoding, ...) must not leak in
+                request = httpx.Request(ex.method, url, headers=headers, content=ex.body or None,
+                                        extensions={"timeout": timeout.as_dict()})
                 response = await self._client.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 code = 504 if isinstance(exc, httpx.ConnectTimeout) else 502
@@ -290,7 +291,8 @@ class ProxyApp:
                 return self._upstream_failure(ex, code)
             headers_ns = time.time_ns()
             try:
-                body = await response.aread()
+                body = b"".join([chunk async for chunk in response.aiter_raw()])  # as sent: no decompression
+                await response.aclose()
             except httpx.TransportError as exc:
                 await response.aclose()
                 self._failed_try(ex, attempt_try, 502, exc, retry=False)
@@ -566,7 +568,7 @@ def _response_size(status: int, headers: list[tuple[str, str]], body: bytes) -> 
 
 
 def _response_headers(items: list[tuple[str, str]], body_length: int) -> list[tuple[str, str]]:
-    out = [(k, v) for k, v in items if k.lower() not in HOP_BY_HOP | {"content-length", "content-encoding"}]
+    out = [(k, v) for k, v in items if k.lower() not in HOP_BY_HOP | {"content-length"}]
     out.append(("Content-Length", str(body_length)))
     return out
 
