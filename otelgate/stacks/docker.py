@@ -311,6 +311,9 @@ KONG_DOCKER_ENV: dict[str, str] = {
     # Docker's DNS answers with TTL 600; the collector container gets a new IP when it is replaced (a collector
     # reconfigure), and Kong must find it within a second, as a Kubernetes Service IP would never change.
     "KONG_DNS_VALID_TTL": "1",
+    # while the collector is away ("collector down" control), `collector` does not resolve; Kong would remember
+    # that for 30 s (dns_not_found_ttl) and keep dropping telemetry after the collector is back
+    "KONG_DNS_NOT_FOUND_TTL": "1",
     "KONG_ANONYMOUS_REPORTS": "off",                              # a test run phones nowhere
 }
 
