@@ -14,7 +14,7 @@ import uvicorn
 
 from otelgate.sink.app import create_app
 from otelgate.sink.config import DEFAULT_MAX_ITEMS, PROFILES, SinkConfig
-from otelgate.sink.server import otlp_endpoint, uvicorn_config
+from otelgate.sink.server import bound_socket, otlp_endpoint, uvicorn_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +49,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"otelgate sink: {exc}", file=sys.stderr)
         return 2
     app, _state = create_app(config)
-    url = f"http://{args.host}:{args.port}"
+    try:
+        sock = bound_socket(args.host, args.port)
+    except OSError as exc:
+        print(f"otelgate sink: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]  # --port 0 picks a free one; say which
+    url = f"http://{args.host}:{port}"
     auth = f"Authorization: Api-Token <value of ${args.token_env}>" if config.is_dynatrace else "no auth"
     print(f"otelgate sink ({config.profile}) on {url}: OTLP endpoint {otlp_endpoint(url, config.profile)} "
           f"({auth}); query API {url}/api/", flush=True)
-    uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+    uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
     return 0

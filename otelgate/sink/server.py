@@ -24,6 +24,18 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
                           server_header=False, timeout_keep_alive=30)
 
 
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket; binding here (not in uvicorn) lets port 0 pick a free port without a race."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def otlp_endpoint(url: str, profile: str) -> str:
     """What an otlphttp exporter's ``endpoint`` should be (it appends /v1/traces etc.)."""
     return f"{url}/api/v2/otlp" if profile == "dynatrace" else url
@@ -76,9 +88,7 @@ class SinkServer:
     def start(self, timeout: float = 10.0) -> SinkServer:
         if self._thread is not None:
             raise RuntimeError("the sink is already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))  # bound here so port=0 cannot race with another process
+        sock = bound_socket(self.host, self._requested_port)
         self.port = int(sock.getsockname()[1])
         server = uvicorn.Server(uvicorn_config(self.app, self.host, self.port))
         self._server = server
