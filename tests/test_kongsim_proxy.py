@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import socket
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,17 @@ def test_kong_headers_on_response_and_upstream() -> None:
     assert seen.method == "POST" and seen.body == b'{"code":"X"}'
     assert seen.headers["host"] == f"127.0.0.1:{upstream_port}"  # preserve_host false: the service's host
     assert seen.headers["x-forwarded-for"] == "127.0.0.1" and seen.headers["x-forwarded-prefix"] == "/coupon"
+
+
+def test_upstream_sees_only_the_clients_headers_plus_kongs() -> None:
+    with running_stack() as st, socket.create_connection(("127.0.0.1", st.sim.listeners.proxy_port), 5) as sock:
+        sock.sendall(b"GET /pricing/p HTTP/1.1\r\nHost: shop.example:8000\r\nX-Custom: 1\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        headers = poll_until(lambda: st.upstream.requests, bool, what="the upstream request", timeout=5)[-1].headers
+    assert set(headers) == {"host", "x-custom", "traceparent", "x-forwarded-for", "x-forwarded-proto",
+                            "x-forwarded-host", "x-forwarded-port", "x-forwarded-path", "x-forwarded-prefix",
+                            "x-real-ip", "x-kong-request-id"}
+    assert headers["x-forwarded-host"] == "shop.example"
 
 
 def test_no_route_is_kongs_404() -> None:

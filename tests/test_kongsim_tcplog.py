@@ -114,6 +114,9 @@ def test_custom_fields_set_delete_nest_and_pdk() -> None:
         line = wait_lines(st, 1)[0]
         balancer = poll_until(lambda: [s for s in st.otlp.spans() if s.name == "kong.balancer"], bool,
                               what="the kong.balancer span", timeout=5, interval=0.05)[0]
+        httpx.get(f"{st.proxy}/coupon/again", timeout=5)
+        second = wait_lines(st, 2)[1]
+    assert second["shared"] == 1  # kong.ctx.shared is per request
     assert line["new_field"] == 123
     assert "route" not in line
     assert line["trace"] == {"w3c": TRACE}
