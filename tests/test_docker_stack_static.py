@@ -214,7 +214,9 @@ def test_collector_env_covers_every_env_reference(specs: list[ds.ContainerSpec])
     provided = {**collector.env, **{name: "x" for name in collector.secret_env}}
     assert missing_env(collector_doc(specs), provided) == []
     assert collector.secret_env == (ds.TOKEN_ENV,) and ds.TOKEN_ENV not in collector.env
-    assert ds.kong_deployment_name(collector) == collector.env["KONG_DEPLOYMENT_NAME"]
+    assert ds.kong_deployment_name(collector) == collector.env["KONG_DEPLOYMENT_NAME"] == "kong-docker"
+    resource_env = {e["name"] for e in load_collector_resource(ds.COLLECTOR_YAML)["spec"]["env"]}
+    assert resource_env - {"DT_ENDPOINT"} <= set(provided), "every env of the resource but the rewritten endpoint"
 
 
 def test_listen_addresses_go_back_to_all_interfaces_only_at_rewritten_keys() -> None:

@@ -64,6 +64,7 @@ DOCKERFILE = REPO_ROOT / "Dockerfile"
 TOKEN_ENV = "DT_API_TOKEN"
 SECRET_PLACEHOLDER = "<generated at start, never shown>"
 KONG_SERVICE_NAME = "kong-otel"
+KONG_DEPLOYMENT_NAME = "kong-docker"                    # the collector's KONG_DEPLOYMENT_NAME on this stack
 CANARY_PATH = "/coupon/coupons"
 GATEWAY_SERVICES = ("coupon", "inventory", "pricing")      # what Kong routes to
 DEMO_SERVICES = ("membership", "coupon", "inventory", "pricing")
@@ -364,7 +365,9 @@ def container_specs(
     sink_tag, sink_build = sink_image()
     otlp_endpoint = f"http://collector:{collector_ports.otlp_http}"
 
-    collector_env = {k: v for k, v in local_env(resource, token="").items() if k != TOKEN_ENV}
+    # as the local stack (kong-local) and the kind stack (kong-kind): the inserted name says where data came from
+    collector_env = {k: v for k, v in local_env(resource, token="", KONG_DEPLOYMENT_NAME=KONG_DEPLOYMENT_NAME).items()
+                     if k != TOKEN_ENV}
     specs = [
         ContainerSpec(
             name="sink", image=sink_tag, build=sink_build, aliases=("sink",),
