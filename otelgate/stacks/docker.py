@@ -700,7 +700,10 @@ class DockerStack:
             with contextlib.suppress(Exception):
                 where = stack.diagnose(stack.workdir / "diagnostics")
                 stack._say(f"bring-up failed; container logs and configs are in {where}")
-            stack.close(force=True)
+            try:
+                stack.close(force=True)
+            except Exception as teardown:  # report, but never hide why the bring-up failed
+                stack._say(f"teardown after the failed bring-up was incomplete: {teardown}")
             if isinstance(exc, DockerStackError | KeyboardInterrupt):
                 raise
             raise DockerStackError(redact(f"the docker stack did not come up: {exc}", stack._token)) from exc
@@ -756,8 +759,11 @@ class DockerStack:
         from testcontainers.core.docker_client import DockerClient
 
         client = DockerClient()
-        local = client.get_connection_mode() == ConnectionMode.docker_host and client.host() in (
-            "localhost", LOOPBACK, "::1")
+        try:
+            local = client.get_connection_mode() == ConnectionMode.docker_host and client.host() in (
+                "localhost", LOOPBACK, "::1")
+        finally:
+            client.client.close()
         self.publish_ip = LOOPBACK if local else None
 
     def _ensure_images(self) -> None:
