@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -375,10 +374,6 @@ def decode_status(body: bytes) -> tuple[int, str]:
     status = status_pb2.Status()
     status.ParseFromString(body)
     return status.code, status.message
-
-
-def is_finite_number(value: object) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)
 
 
 __all__ = [

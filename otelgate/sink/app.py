@@ -222,6 +222,8 @@ def build_app(state: SinkState) -> Starlette:
         if signal is not None:
             store.count_request(signal, reader.raw_bytes if reader else 0)
         store.reject([rules.rejection(signal, refusal.http_status, refusal.reason, refusal.message, refusal.items)])
+        log.info("refused %s request: HTTP %d %s: %s", signal or "unknown", refusal.http_status, refusal.reason,
+                 refusal.message)
         return status_response(refusal.http_status, refusal.message, encoding, headers)
 
     async def ingest(request: Request) -> Response:
@@ -280,6 +282,8 @@ def build_app(state: SinkState) -> Starlette:
         store.add(signal, verdict.accepted)
         if verdict.rejections:
             store.reject(verdict.rejections)
+            for record in verdict.rejections:
+                log.info("partly refused %s: %s (%d item(s))", signal, record["message"].rstrip(), record["items"])
         body = encode_response(signal, encoding, verdict.rejected, verdict.message)
         return Response(body, media_type=_media(encoding))
 

@@ -7,6 +7,7 @@ printed or logged.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"otelgate sink: {exc}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app, _state = create_app(config)
     try:
         sock = bound_socket(args.host, args.port)
