@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s [kongsim test double] %(message)s")
+    for chatty in ("httpx", "httpcore"):  # one INFO line per upstream call and OTLP POST would drown the log
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         doc = kongconfig.load(args.config)
     except (OSError, kongconfig.KongConfigError) as exc:
