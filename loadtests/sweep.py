@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -67,6 +68,10 @@ def parse_duration(text: str) -> float:
     if seconds < 1:
         raise argparse.ArgumentTypeError(f"duration {text!r}: at least 1 s")
     return seconds
+
+
+def parse_duration_or_zero(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0s") else parse_duration(text)
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
@@ -137,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spawn-rate", type=_positive(float), default=10.0, help="users started per second "
                         "(default 10)")
     parser.add_argument("--duration", type=parse_duration, default=60.0, help="load per rate, e.g. 60s (default)")
+    parser.add_argument("--warmup", type=parse_duration_or_zero, default=10.0,
+                        help="unmeasured load before the first rate, so it does not pay for cold processes "
+                        "(default 10s; 0 = none)")
     parser.add_argument("--workers", type=int, default=0, help="locust workers (0 = one local locust process; "
                         "N > 0 = a master plus N worker processes)")
     parser.add_argument("--remote-workers", type=int, default=0,
@@ -625,6 +633,7 @@ class SweepConfig:
     remote_workers: int = 0
     master_bind_host: str = "127.0.0.1"
     master_port: int | None = None
+    warmup_s: float = 10.0
     budgets: report.Budgets = field(default_factory=report.Budgets)
 
     def spec(self, host: str) -> LoadSpec:
@@ -652,6 +661,12 @@ def measure_rate(stack: Stack, rate: float, config: SweepConfig, folder: Path, p
     spec = config.spec(stack.gateway_url)
     with ResourceSampler(probe) as sampler, progress.load(label, spec.duration_s) as update:
         run = run_locust(spec, folder, update)
+    load_when_done = os.getloadavg()[0]
+    if load_when_done > (os.cpu_count() or 1):
+        busy_note = (f"host load average {load_when_done:.1f} on {os.cpu_count()} CPUs when the load ended: other "
+                     "processes competed for the CPU, latency and CPU figures carry that noise")
+    else:
+        busy_note = ""
     answered = [rid for rid in run.client.request_ids if rid]
     progress.say(f"{label}: load done ({run.requests} requests, {run.failures} failed); waiting for the pipeline "
                  "to flush")
@@ -668,9 +683,10 @@ def measure_rate(stack: Stack, rate: float, config: SweepConfig, folder: Path, p
         sink_dropped_for_cap=view.dropped_for_cap,
         collector_failures=counter_increase(before or {}, after or {}, COLLECTOR_FAILURE),
         collector_sent=counter_increase(before or {}, after or {}, COLLECTOR_SENT),
-        foreign_kong_roots=foreign, flush_seconds=flush_seconds, flush_complete=complete)
-    result.notes.extend(filter(None, [join_note, *_notes(run, answered, view, flush_note, metrics_url, before,
-                                                         after)]))
+        foreign_kong_roots=foreign, flush_seconds=flush_seconds, flush_complete=complete,
+        host_load_1m=load_when_done)
+    other_notes = _notes(run, answered, view, flush_note, metrics_url, before, after)
+    result.notes.extend(filter(None, [join_note, busy_note, *other_notes]))
     progress.say(f"{label}: {result.traced}/{result.requests_with_id} traced, {result.spans} spans "
                  f"({result.spans_per_second:.1f}/s), p99 {_ms(result.latency_ms.p99)}")
     return result
@@ -729,6 +745,12 @@ def run_sweep(stack: Stack, config: SweepConfig, folder: Path, progress: Progres
     original = stack.settings.sampling_rate
     results: list[report.RateResult] = []
     try:
+        if config.warmup_s > 0:
+            progress.say(f"warm-up: {config.warmup_s:g} s of unmeasured load at rate {config.rates[0]:g}")
+            stack.reconfigure(sampling_rate=config.rates[0])
+            warmup = dataclasses.replace(config.spec(stack.gateway_url), duration_s=config.warmup_s)
+            with progress.load("warm-up", warmup.duration_s) as update:
+                run_locust(warmup, folder / "runs" / "warmup", update)
         for index, rate in enumerate(config.rates, 1):
             label = f"rate {rate:g} ({index}/{len(config.rates)})"
             results.append(measure_rate(stack, rate, config, folder / "runs" / f"rate-{rate:g}", progress, label))
@@ -792,11 +814,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          workers=args.workers, route_weights=args.route_weights, think_min=args.think_min,
                          think_max=args.think_max, request_timeout=args.request_timeout,
                          remote_workers=args.remote_workers, master_bind_host=args.master_bind_host,
-                         master_port=args.master_port,
+                         master_port=args.master_port, warmup_s=args.warmup,
                          budgets=report.Budgets(args.max_spans_per_second, args.max_p99_overhead_ms))
     progress = Progress(enabled=not args.no_progress)
     created = time.time()
-    folder = report.report_folder(args.out, created)
+    folder = report.report_folder(args.out.resolve(), created)  # absolute: stack processes run in other folders
     progress.say(f"sampling sweep: rates {', '.join(f'{r:g}' for r in config.rates)}; {config.users} users, "
                  f"{config.duration_s:g} s per rate; report in {folder}")
     try:

@@ -131,6 +131,7 @@ def test_option_parsing() -> None:
     args = sw.build_parser().parse_args([])
     assert (args.stack, args.rates, args.users, args.spawn_rate, args.duration) == ("local", sw.DEFAULT_RATES, 50,
                                                                                    10.0, 60.0)
+    assert sw.build_parser().parse_args(["--warmup", "0"]).warmup == 0
 
 
 def test_collector_self_metrics_parsing() -> None:
@@ -226,7 +227,7 @@ def test_locust_failure_is_reported_with_its_log(tmp_path: Path) -> None:
 @pytest.mark.sampling
 def test_short_sweep_on_the_stack(stack: object, tmp_path: Path) -> None:
     config = sw.SweepConfig(rates=(0.0, 1.0), users=4, spawn_rate=4, duration_s=4, think_min=0.05, think_max=0.15,
-                            budgets=rep.Budgets(max_spans_per_second=1e6, max_p99_overhead_ms=1e4))
+                            warmup_s=1, budgets=rep.Budgets(max_spans_per_second=1e6, max_p99_overhead_ms=1e4))
     folder = rep.report_folder(tmp_path, 0)
     results = sw.run_sweep(stack, config, folder)  # type: ignore[arg-type]
     sweep = rep.SweepReport(stack=stack.name, options=config.options(), results=results,  # type: ignore[attr-defined]

@@ -78,6 +78,7 @@ class RateResult:
     foreign_kong_roots: int = 0         # Kong root spans whose request id the client did not record
     flush_seconds: float = 0.0          # from the end of the load until the sink's counts settled
     flush_complete: bool = True
+    host_load_1m: float | None = None   # the machine's 1-minute load average when the load ended (shared machines)
     notes: list[str] = field(default_factory=list)
 
     # --- derived ------------------------------------------------------------------------------------------
@@ -351,8 +352,8 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         "",
         "| rate | requests (failed) | req/s | traced | traced fraction [95% CI] | rate consistent | spans/s "
         "| KiB/s | spans per traced req | p50 / p95 / p99 ms | p99 overhead ms | collector CPU avg / max % "
-        "| collector RSS max MiB | sink rejected | collector failures |",
-        "|---:|---:|---:|---:|---|:---:|---:|---:|---:|---|---:|---|---:|---:|---:|",
+        "| collector RSS max MiB | sink rejected | collector failures | host load 1m |",
+        "|---:|---:|---:|---:|---|:---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     recommendation = data["recommendation"]
     overhead = {row["rate"]: row["p99_overhead_ms"] for row in recommendation["per_rate"]}
@@ -371,7 +372,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
             f"| {_num(overhead.get(r['rate']), '+.0f')} "
             f"| {_num(col['cpu_avg_percent'], '.0f')} / {_num(col['cpu_max_percent'], '.0f')} "
             f"| {_num(col['rss_max_mib'], '.0f')} | {r['sink_rejected_total']} "
-            f"| {r['collector_failures_total']:g} |")
+            f"| {r['collector_failures_total']:g} | {_num(r.get('host_load_1m'))} |")
     lines += ["", "## Recommendation", ""]
     budgets = data["budgets"]
     lines.append(f"Budgets: spans per second ≤ {_num(budgets['max_spans_per_second'], 'g', 'none')}, p99 latency "
