@@ -187,8 +187,7 @@ def check_metrics_delta_and_counts(
 
 def _sampled(record: Mapping[str, Any]) -> bool | None:
     """Whether Kong sampled the request, from the traceparent it injected upstream (None when absent)."""
-    headers = record.get("attributes", {}).get("request", {}).get("headers", {})
-    match = TRACEPARENT.match(str(headers.get("traceparent", ""))) if isinstance(headers, Mapping) else None
+    match = TRACEPARENT.match(str(expect_logs.attribute(record, "request.headers.traceparent", "")))
     return None if match is None else match.group(3) == "01"
 
 

@@ -166,3 +166,13 @@ def test_kong_sampler_decides_the_reference_ids_like_kong() -> None:
     assert not sampling.kong_samples("4bf92f3577b34da6a3ce929d0e0e4736", 0.5)
     assert sampling.kong_samples(sampling.trace_id_with_fraction(0.3), 0.31)
     assert not sampling.kong_samples(sampling.trace_id_with_fraction(0.3), 0.29)
+
+
+def test_log_checks_read_dynatrace_flattened_attributes() -> None:
+    flat = {"attributes": {"request.id": "r1", "started_at": 1, "trace_id.w3c": TRACE}, "trace_id": ""}
+    assert logs.kong_access_logs([flat]) == [flat]
+    with pytest.raises(ExpectationFailed) as err:
+        logs.assert_clean_trace_ids([flat])
+    assert err.value.cause == "WRAPPED_TRACE_ID"
+    clean = {"attributes": {"request.id": "r1", "started_at": 1, "trace_id": TRACE}, "trace_id": TRACE}
+    logs.assert_clean_trace_ids([clean])

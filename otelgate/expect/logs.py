@@ -1,6 +1,10 @@
 """Log assertions over normalized log records: Kong access logs (tcp-log lines parsed by the collector) carry a
 clean ``trace_id`` — 32 lowercase hex, non-zero, not a map, not prefixed — equal to the LogRecord trace id, and it
-joins a stored trace whose root ``kong.request.id`` is the line's ``request.id``."""
+joins a stored trace whose root ``kong.request.id`` is the line's ``request.id``.
+
+Attributes may be nested (``{"request": {"id": ...}}``, as the collector sends them) or flattened to dotted keys
+(``{"request.id": ...}``, as Dynatrace stores them and the fake Dynatrace sink returns them); both are read.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,31 @@ CLEAN_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 ZERO_TRACE_ID = "0" * 32
 
 
+def attribute(record: LogRecord, dotted: str, default: Any = None) -> Any:
+    """The attribute at ``dotted`` (e.g. ``request.id``), whether stored flattened or nested."""
+    attributes = record.get("attributes", {})
+    if dotted in attributes:
+        return attributes[dotted]
+    node: Any = attributes
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def wrapped_trace_id(record: LogRecord) -> dict[str, Any] | None:
+    """Kong's default ``{"w3c": ...}`` map, nested or flattened to ``trace_id.<format>`` keys; None if absent."""
+    nested = attribute(record, "trace_id")
+    if isinstance(nested, Mapping):
+        return dict(nested)
+    flattened = {k.split(".", 1)[1]: v for k, v in record.get("attributes", {}).items() if k.startswith("trace_id.")}
+    return flattened or None
+
+
 def is_kong_access_log(record: LogRecord) -> bool:
     """A record parsed from Kong's log serializer (tcp-log): it has ``request.id`` and ``started_at``."""
-    attributes = record.get("attributes", {})
-    request = attributes.get("request")
-    return isinstance(request, Mapping) and "id" in request and "started_at" in attributes
+    return attribute(record, "request.id") is not None and attribute(record, "started_at") is not None
 
 
 def kong_access_logs(records: Sequence[LogRecord]) -> list[LogRecord]:
@@ -28,7 +52,7 @@ def kong_access_logs(records: Sequence[LogRecord]) -> list[LogRecord]:
 
 
 def request_id(record: LogRecord) -> str:
-    return str(record["attributes"]["request"]["id"])
+    return str(attribute(record, "request.id"))
 
 
 def trace_id_problem(value: Any) -> str | None:
@@ -47,11 +71,9 @@ def trace_id_problem(value: Any) -> str | None:
 
 
 def _line(record: LogRecord) -> str:
-    attributes = record.get("attributes", {})
-    request = attributes.get("request", {})
-    return (f"  request.id={request.get('id') if isinstance(request, Mapping) else None} "
-            f"uri={request.get('uri') if isinstance(request, Mapping) else None} "
-            f"trace_id attr={json.dumps(attributes.get('trace_id'))} LogRecord.trace_id={record.get('trace_id')!r}")
+    trace_attr = wrapped_trace_id(record) or attribute(record, "trace_id")
+    return (f"  request.id={attribute(record, 'request.id')} uri={attribute(record, 'request.uri')} "
+            f"trace_id attr={json.dumps(trace_attr)} LogRecord.trace_id={record.get('trace_id')!r}")
 
 
 def assert_clean_trace_ids(records: Sequence[LogRecord], min_records: int = 1) -> None:
@@ -60,8 +82,9 @@ def assert_clean_trace_ids(records: Sequence[LogRecord], min_records: int = 1) -
     require("Kong access-log records", access, min_records)
     bad: list[str] = []
     for record in access:
-        problem = trace_id_problem(record.get("attributes", {}).get("trace_id"))
-        if problem is None and record.get("trace_id") != record["attributes"]["trace_id"]:
+        value = wrapped_trace_id(record) or attribute(record, "trace_id")
+        problem = trace_id_problem(value)
+        if problem is None and record.get("trace_id") != value:
             problem = "LogRecord.trace_id differs from the trace_id attribute"
         if problem:
             bad.append(f"{problem}\n{_line(record)}")
