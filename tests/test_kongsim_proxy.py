@@ -59,7 +59,8 @@ def test_upstream_sees_only_the_clients_headers_plus_kongs() -> None:
         headers = poll_until(lambda: st.upstream.requests, bool, what="the upstream request", timeout=5)[-1].headers
     assert set(headers) == {"host", "x-custom", "traceparent", "x-forwarded-for", "x-forwarded-proto",
                             "x-forwarded-host", "x-forwarded-port", "x-forwarded-path", "x-forwarded-prefix",
-                            "x-real-ip", "x-kong-request-id"}
+                            "x-real-ip", "x-kong-request-id", "via"}
+    assert headers["via"] == "1.1 kong/3.9.1"
     assert headers["x-forwarded-host"] == "shop.example"
 
 

@@ -336,6 +336,8 @@ class ProxyApp:
             if prefix and prefix != "/":
                 out["X-Forwarded-Prefix"] = prefix
         out["X-Real-IP"] = ex.client_ip
+        incoming_via = ex.header("via")  # upstream_via: the request's Via plus Kong's inbound hop
+        out["Via"] = f"{incoming_via}, {VIA}" if incoming_via else VIA
         out["X-Kong-Request-Id"] = ex.request_id  # headers_upstream = x-kong-request-id (§2.2)
         return out
 
@@ -369,8 +371,13 @@ class ProxyApp:
         elapsed_ms = (time.time_ns() - ex.start_ns) // 1_000_000
         headers = list(ex.response_headers)
         if ex.response_source == "service":
+            upstream_via = next((v for k, v in headers if k.lower() == "via"), None)
+            headers = [(k, v) for k, v in headers if k.lower() != "via"]
             headers += [("X-Kong-Upstream-Latency", str(ex.waiting_ms or 0)),
-                        ("X-Kong-Proxy-Latency", str(ex.kong_latency_ms or 0)), ("Via", VIA)]
+                        ("X-Kong-Proxy-Latency", str(ex.kong_latency_ms or 0)),
+                        ("Via", f"{upstream_via}, {VIA}" if upstream_via else VIA)]
+            if not any(k.lower() == "server" for k, _ in headers):
+                headers.append(("Server", SERVER))  # Kong replaces a missing upstream Server header
         else:
             headers.append(("X-Kong-Response-Latency", str(elapsed_ms)))
         headers.append(("X-Kong-Request-Id", ex.request_id))
