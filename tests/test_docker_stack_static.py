@@ -515,3 +515,25 @@ def test_effective_sampling_rate_follows_kong() -> None:
     assert ds.effective_sampling_rate(default, spec(ds.container_specs(default), "kong")) == 0.3
     plugin = StackSettings(sampling_rate=0.0, tracing_sampling_rate=1.0)
     assert ds.effective_sampling_rate(plugin, spec(ds.container_specs(plugin), "kong")) == 0.0
+
+
+# Kong's own lines (format of a 3.x error log at level info), as reconfigure() reads them
+_RELOADED = ("2026/11/25 09:31:51 [info] 1267#0: *4 [lua] events.lua:226: declarative reconfigure took 5 ms on "
+             "worker #0, context: ngx.timer")
+_FAILED = ("2026/11/25 09:31:52 [error] 1267#0: *4 [lua] events.lua:231: declarative reconfigure failed after 3 ms "
+           "on worker #0: boom, context: ngx.timer")
+
+
+def test_reconfigure_counts_only_reloads_after_the_post() -> None:
+    before = "\n".join([_RELOADED, "[info] unrelated"])
+    evidence = ds.ReloadEvidence.of(before)
+    assert evidence.workers_applied(before) == 0, "a reload before the POST must not count"
+    assert evidence.workers_applied(before + "\n" + _RELOADED) == 1
+
+
+def test_reconfigure_fails_on_a_new_reload_failure_only() -> None:
+    old_failure = "\n".join([_FAILED, _RELOADED])
+    evidence = ds.ReloadEvidence.of(old_failure)
+    assert evidence.workers_applied(old_failure + "\n" + _RELOADED) == 1, "an old failure must not fail a new POST"
+    with pytest.raises(ds.KongReloadFailed, match="boom"):
+        evidence.workers_applied(old_failure + "\n" + _FAILED)

@@ -955,26 +955,19 @@ class DockerStack:
         item = spec_by_name(self.specs, "kong").file(KONG_DECLARATIVE_PATH)
         (self.workdir / "config" / item.host_name).write_text(item.content)
         kong = self.running["kong"]
-        before = self._kong_error_log().count(RECONFIGURE_DONE)
+        evidence = ReloadEvidence.of(self._kong_error_log())
         admin = self._url(kong, KONG_ADMIN_PORT)
         response = httpx.post(f"{admin}/config", json={"config": item.content}, timeout=self.timeouts.reconfigure)
         if response.status_code != 201:
             raise DockerStackError(f"Kong refused the new declarative config: POST /config answered "
                                    f"{response.status_code}: {response.text[:2000]}")
         workers = _worker_count(spec_by_name(self.specs, "kong").env)
-
-        def applied() -> int:
-            logs = self._kong_error_log()
-            if RECONFIGURE_FAILED in logs[-20000:]:
-                raise ContainerExited(f"Kong logged '{RECONFIGURE_FAILED}':\n{self._log_tail('kong')}")
-            return logs.count(RECONFIGURE_DONE) - before
-
         try:
-            poll_until(applied, lambda done: done >= workers,
+            poll_until(lambda: evidence.workers_applied(self._kong_error_log()), lambda done: done >= workers,
                        what=f"Kong to log '{RECONFIGURE_DONE}' on all {workers} worker(s) after POST /config",
                        timeout=self.timeouts.reconfigure, retry_on=())
-        except ContainerExited as exc:
-            raise DockerStackError(str(exc)) from None
+        except KongReloadFailed as exc:
+            raise DockerStackError(f"{exc}\n--- kong log tail ---\n{self._log_tail('kong')}") from None
 
     def _kong_error_log(self) -> str:
         """Kong's error log (stderr; access lines go to stdout and would only make every poll bigger)."""
@@ -1158,6 +1151,29 @@ class DockerStack:
     def _timing(self, line: str) -> None:
         with (self.workdir / "timings.txt").open("a") as out:
             out.write(line + "\n")
+
+
+class KongReloadFailed(Exception):
+    """Kong logged that applying a declarative config failed."""
+
+
+@dataclass(frozen=True)
+class ReloadEvidence:
+    """How many reloads Kong's error log showed before a ``POST /config``; what came after is the new one."""
+
+    done: int
+    failed: int
+
+    @classmethod
+    def of(cls, error_log: str) -> ReloadEvidence:
+        return cls(error_log.count(RECONFIGURE_DONE), error_log.count(RECONFIGURE_FAILED))
+
+    def workers_applied(self, error_log: str) -> int:
+        """Workers that applied a reload since; raises :class:`KongReloadFailed` if one failed."""
+        if error_log.count(RECONFIGURE_FAILED) > self.failed:
+            failure = [line for line in error_log.splitlines() if RECONFIGURE_FAILED in line][-1]
+            raise KongReloadFailed(f"Kong could not apply the new declarative config: {failure.strip()}")
+        return error_log.count(RECONFIGURE_DONE) - self.done
 
 
 def _worker_count(kong_env: Mapping[str, str]) -> int:
