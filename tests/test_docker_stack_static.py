@@ -448,11 +448,15 @@ def test_start_without_a_daemon_fails_fast_and_leaves_diagnostics(tmp_path: Path
     where it looked, and still leaves the derived configs and a summary to read."""
     socket_path = tmp_path / "no-docker.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
+    stale = tmp_path / "stack" / "logs" / "otelgate-earlier-kong.log"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("an earlier run's log\n")
     started = time.monotonic()
     with pytest.raises(ds.DockerStackError, match="no reachable Docker daemon") as failure:
         ds.DockerStack.start(workdir=tmp_path / "stack")
     assert time.monotonic() - started < 30
     assert str(socket_path) in str(failure.value)
+    assert not stale.exists(), "a reused workdir must not mix an earlier run's logs into this run's diagnostics"
     diagnostics = tmp_path / "stack" / "diagnostics"
     assert (diagnostics / "summary.txt").is_file()
     assert sorted(p.name for p in (diagnostics / "config").iterdir()) == ["collector.yaml", "kong.yaml"]

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -722,6 +723,10 @@ class DockerStack:
 
     def _bring_up(self) -> None:
         started = time.monotonic()
+        # this run's files only: a reused workdir (artifacts/docker-stack) must not mix in an earlier run's logs
+        for sub in ("logs", "config", "diagnostics"):
+            shutil.rmtree(self.workdir / sub, ignore_errors=True)
+        (self.workdir / "timings.txt").unlink(missing_ok=True)
         for sub in ("logs", "config"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         for spec in self.specs:  # written first: a failed start still leaves the derived configs to read
