@@ -39,7 +39,7 @@ class TestResult:
     """One test's result as the artifacts describe it."""
 
     test_id: str                 # pytest node id
-    outcome: str                 # "failed" | "passed"
+    outcome: str                 # "failed" | "error" (in a fixture) | "passed"
     when: str                    # "setup" | "call" | "teardown"
     cause: str | None            # ExpectationFailed.cause, else the exception type; None when passed
     text: str                    # the failure text ("" when passed)

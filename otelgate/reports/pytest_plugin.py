@@ -101,6 +101,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def outcome_of(report: pytest.TestReport) -> str:
+    """pytest's words: a failure outside the test function (a fixture) is an "error"."""
+    return "error" if report.failed and report.when != "call" else report.outcome
+
+
 def cause_of(call: pytest.CallInfo[None]) -> str | None:
     """The failure's stable cause code (ExpectationFailed.cause), else the exception type; None on success."""
     if call.excinfo is None:
@@ -137,7 +142,7 @@ def _write_if_wanted(item: pytest.Item, call: pytest.CallInfo[None], report: pyt
         return
     started = item.stash.get(_STARTED, int(call.start * 1e9))
     window = Window(started, time.time_ns())
-    result = TestResult(test_id=item.nodeid, outcome=report.outcome, when=report.when, cause=cause_of(call),
+    result = TestResult(test_id=item.nodeid, outcome=outcome_of(report), when=report.when, cause=cause_of(call),
                         text=report.longreprtext if report.failed else "",
                         summary=call.excinfo.exconly() if call.excinfo is not None else "", window=window)
     recorder = item.config.stash.get(_RECORDER, None)

@@ -14,6 +14,7 @@ import argparse
 import json
 import secrets
 import sys
+import types
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +25,14 @@ import pytest
 from otelgate import traffic
 from otelgate.claims import Timing
 from otelgate.reports.journal import JOURNAL_KEY, Player, ReplayMismatch
-from otelgate.reports.pytest_plugin import cause_of
+from otelgate.reports.pytest_plugin import cause_of, outcome_of
 from otelgate.stacks.base import StackSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SUITES = REPO_ROOT / "suites"
 LISTS = ("spans", "metric_points", "logs", "rejections")
 # The replayed data only changes at journal events, never while a claim polls: a short wait decides the same.
-REPLAY_TIMING = Timing(signal=3.0, settle=1.5, scrape=3.0)
+REPLAY_TIMING = Timing(signal=2.0, settle=1.2, scrape=1.0)
 DEFAULT_SLACK_SECONDS = 0.5
 
 
@@ -161,7 +162,8 @@ class ReplaySession:
         def replayed_stack() -> ReplayStack:
             return stack
 
-        self._override = type("ReplayFixtures", (), {"stack": staticmethod(replayed_stack)})
+        self._override = types.ModuleType("otelgate_replay_stack", "the `stack` fixture of a replay")
+        self._override.replayed_stack = replayed_stack  # type: ignore[attr-defined]
 
     def __enter__(self) -> ReplaySession:
         if traffic.journal is not None:
@@ -196,7 +198,7 @@ class ReplaySession:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
         report: pytest.TestReport = yield
         if report.when in ("setup", "call") and not report.passed and item.nodeid not in self.results:
-            self.results[item.nodeid] = Result(report.outcome, cause_of(call), report.when)
+            self.results[item.nodeid] = Result(outcome_of(report), cause_of(call), report.when)
         elif report.when == "call" and report.passed:
             self.results.setdefault(item.nodeid, Result("passed"))
         return report
