@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CHILD_MODULE = "tests/test_reports_fault_on_purpose.py"
 PASSING_ID = f"{CHILD_MODULE}::test_the_trace_claim_holds"
 FAILING_ID = f"{CHILD_MODULE}::test_the_trace_claim_fails_under_a_negative_control_fault"
+SUITE_ID = "suites/test_traces.py::test_one_request_is_one_trace_from_kong_through_coupon_to_membership"
 DYNATRACE_TOKEN = re.compile(rb"dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -79,7 +80,7 @@ def child_run(tmp_path_factory: pytest.TempPathFactory) -> ChildRun:
     env = {**os.environ, "OTELGATE_REPORTS_CHILD": "1", "OTELGATE_REPORTS_CHILD_TOKEN": token,
            "OTELGATE_ARTIFACTS": str(base / "artifacts")}
     plugin = [] if plugin_is_an_entry_point() else ["-p", pytest_plugin.__name__]
-    args = [sys.executable, "-m", "pytest", CHILD_MODULE, "--stack=local", "--otelgate-artifacts=all",
+    args = [sys.executable, "-m", "pytest", CHILD_MODULE, SUITE_ID, "--stack=local", "--otelgate-artifacts=all",
             "-p", "no:cacheprovider", f"--junitxml={base / 'junit.xml'}", "-q", *plugin]
     done = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=280, check=False)
     return ChildRun(base / "artifacts", base / "junit.xml", done.stdout + done.stderr, done.returncode, token)
@@ -95,7 +96,7 @@ def kept(artifacts_dir: Path) -> Path:
 
 def test_the_child_run_failed_exactly_where_it_should(child_run: ChildRun) -> None:
     assert child_run.returncode == 1, child_run.output[-4000:]
-    assert "1 failed, 1 passed" in child_run.output, child_run.output[-4000:]
+    assert "1 failed, 2 passed" in child_run.output, child_run.output[-4000:]
 
 
 def test_the_failure_text_names_the_artifacts_folder_in_terminal_and_junit(child_run: ChildRun) -> None:
@@ -192,25 +193,32 @@ def test_chromium_shows_the_whole_trace_of_the_passing_run(child_run: ChildRun, 
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
 
 
-def replay(dump: Path) -> subprocess.CompletedProcess[str]:
+def replay(dump: Path, *paths: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OTELGATE_REPORTS_CHILD": "1"}
     env.pop("OTELGATE_REPORTS_CHILD_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "otelgate", "replay", str(dump), "--", CHILD_MODULE,
+    return subprocess.run([sys.executable, "-m", "otelgate", "replay", str(dump), "--", *paths,
                            "-p", "no:cacheprovider", "-q"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_replay_of_the_passing_run_passes(child_run: ChildRun) -> None:
     # the child's stack is gone (its pytest exited): the replay has only the dump
-    done = replay(child_run.artifacts / folder_name(PASSING_ID) / "sink-dump.json")
+    done = replay(child_run.artifacts / folder_name(PASSING_ID) / "sink-dump.json", CHILD_MODULE)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert f"same: {PASSING_ID}: recorded passed, replayed passed" in done.stdout, done.stdout[-3000:]
     assert "replay reproduces the recording" in done.stdout
 
 
 def test_replay_of_the_failing_run_fails_with_the_same_cause(child_run: ChildRun) -> None:
-    done = replay(child_run.artifacts / folder_name(FAILING_ID) / "sink-dump.json")
+    done = replay(child_run.artifacts / folder_name(FAILING_ID) / "sink-dump.json", CHILD_MODULE)
     assert done.returncode == 1, done.stdout[-4000:] + done.stderr[-2000:]
     assert "[BROKEN_PATH]" in done.stdout, done.stdout[-4000:]
     assert (f"same: {FAILING_ID}: recorded failed [BROKEN_PATH], replayed failed [BROKEN_PATH]"
             in done.stdout), done.stdout[-3000:]
+
+
+def test_replay_of_a_passing_suite_run_passes(child_run: ChildRun) -> None:
+    """The suites themselves, warm-up included (replayed from its own journal segment), default suites path."""
+    done = replay(child_run.artifacts / folder_name(SUITE_ID) / "sink-dump.json")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert f"same: {SUITE_ID}: recorded passed, replayed passed" in done.stdout, done.stdout[-3000:]

@@ -138,6 +138,9 @@ def test_the_page_draws_each_span_with_service_name_and_kind(dump: dict[str, Any
     assert [r["data-name"] for r in rows][:5] == ["kong", "kong.balancer", "GET /coupons", "GET", "GET /isMember"]
     assert "this test&#x27;s trace" in page or "this test's trace" in page
     assert "⚠ parent missing" in page, "the orphan span is flagged"
+    kong_row = page[page.index("data-name='kong'"):]
+    details = kong_row[:kong_row.index("</details>")]
+    assert "<h4>attributes</h4>" in details and "kong.request.id" in details and "req-1" in details
     for kind in ("SERVER", "CLIENT"):
         assert f"<span class=kind>{kind}</span>" in page
 
