@@ -16,10 +16,12 @@ import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
+from otelgate.reports import pytest_plugin
 from otelgate.reports.artifacts import folder_name
 from otelgate.sink.testing import fake_token
 
@@ -31,6 +33,7 @@ import os
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -153,13 +156,20 @@ class Child:
         return self.artifacts / folder_name(f"test_child.py::{test}")
 
 
+def reports_plugin_args() -> list[str]:
+    """``-p`` the plugin unless an entry point already loads it (registering it twice is an error)."""
+    loaded = any(ep.value == pytest_plugin.__name__ for ep in entry_points(group="pytest11"))
+    return [] if loaded else ["-p", pytest_plugin.__name__]
+
+
 def run_child(root: Path, token: str, *extra: str) -> Child:
     (root / "synthetic_stack.py").write_text(SYNTHETIC_STACK)
     (root / "test_child.py").write_text(textwrap.dedent(CHILD_TESTS))
     env = {**os.environ, "SYNTHETIC_TOKEN": token, "OTELGATE_ARTIFACTS": str(root / "artifacts"),
            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    # the synthetic stack's `stack` must not lose to fixtures.plugin's (entry point "otelgate", registered later)
     args = [sys.executable, "-m", "pytest", "test_child.py", f"--rootdir={root}", "-p", "no:cacheprovider",
-            "-p", "no:otelgate", "-p", "synthetic_stack", "-p", "otelgate.reports.pytest_plugin",
+            "-p", "no:otelgate", "-p", "synthetic_stack", *reports_plugin_args(),
             f"--junitxml={root / 'junit.xml'}", *extra]
     done = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
     return Child(root, root / "artifacts", done.stdout + done.stderr, done.returncode, token)
