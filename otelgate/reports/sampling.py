@@ -443,7 +443,7 @@ def write_plots(data: Mapping[str, Any], folder: Path) -> dict[str, Path]:
     ratio_ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="exactly the configured rate")
     ratio_ax.set(xlabel="Kong sampling rate (log)", ylabel="observed / configured", title="Relative to the rate")
     ratio_ax.grid(alpha=0.3, which="both")
-    ratio_ax.legend(loc="upper right")
+    ratio_ax.legend(loc="lower right")
     written["traced_fraction"] = _save(fig, folder / PLOTS["traced_fraction"])
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
