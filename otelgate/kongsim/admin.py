@@ -91,7 +91,7 @@ def admin_app(node: Node) -> Starlette:
             doc = kongconfig.loads(body, "POST /config")
             await node.load(doc, "POST /config")
         except (kongconfig.KongConfigError, ValueError) as exc:
-            log.error("[kongsim test double] POST /config rejected: %s", exc)
+            log.error("POST /config rejected: %s", exc)
             problems = getattr(exc, "problems", [str(exc)])
             return JSONResponse({"code": 14, "name": "invalid declarative configuration",
                                  "message": f"declarative config is invalid: {exc}", "fields": problems},

@@ -97,7 +97,7 @@ class Node:
             runtime = build_runtime(doc, self.node_id, source)
             runtime.start()
             old, self.runtime = self.runtime, runtime
-            log.info("[kongsim test double] loaded declarative config %s (hash %s)", source,
+            log.info("loaded declarative config %s (hash %s)", source,
                      runtime.config.config_hash)
         if old is not None:
             # let log phases already running for the old config finish before its queues are flushed and closed

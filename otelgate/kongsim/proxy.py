@@ -254,7 +254,7 @@ class ProxyApp:
                 span.status = STATUS_ERROR
             tracing.finish(span)
         if ip is None:
-            log.error("[kongsim test double] DNS resolution failed for %s: %s", host, error)
+            log.error("DNS resolution failed for %s: %s", host, error)
         return ip
 
     async def _balancer_and_proxy(self, ex: Exchange) -> bytes:
@@ -308,7 +308,7 @@ class ProxyApp:
     def _failed_try(self, ex: Exchange, attempt: Try, code: int, exc: Exception, *, retry: bool) -> bool:
         attempt.state, attempt.code = "failed", code
         ex.upstream_statuses.append(str(code))
-        log.error("[kongsim test double] upstream %s try %d failed (%s: %s)%s", attempt.ip, len(ex.tries),
+        log.error("upstream %s try %d failed (%s: %s)%s", attempt.ip, len(ex.tries),
                   type(exc).__name__, exc, "; retrying" if retry else "")
         return retry
 
@@ -402,7 +402,7 @@ class ProxyApp:
                 self.node.registry.log(prometheus.config, serialize(ex), ex.response_source)
             self._tcp_log(ex)
         except Exception:  # a log-phase bug must never take the listener down; it is reported loudly
-            log.exception("[kongsim test double] log phase failed for request %s", ex.request_id)
+            log.exception("log phase failed for request %s", ex.request_id)
 
     def _finish_spans(self, ex: Exchange) -> None:
         """``runloop_log_before``: balancer spans per try (§2.1), then the root ends at body-filter end (§2.4)."""
@@ -454,7 +454,7 @@ class ProxyApp:
                     set_serialize_value=lambda key, value: ex.serialize_values.append((key, value)))
             line = tcplog.cjson_encode(serialize(ex))
         except Exception as exc:  # Lua runtime error, serialize error: the handler aborts, the line is lost
-            log.error("[kongsim test double] tcp-log: log handler failed for request %s, line not sent: %s",
+            log.error("tcp-log: log handler failed for request %s, line not sent: %s",
                       ex.request_id, exc)
             return
         runtime.tcp_sender.send(line)
