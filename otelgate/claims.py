@@ -174,9 +174,15 @@ def check_metrics_delta_and_counts(
         selected = expect_metrics.select(_kong_points(stack), name, baseline, route=route)
         if name == REQUEST_COUNTER:
             selected = [p for p in selected if p["attributes"].get("code") == "200"]
+            if expect_metrics.delta_total(selected, field) == 0:
+                raise ExpectationFailed("NOT_COUNTED", f"{requests} requests sent, {REQUEST_COUNTER}{{route={route}}} "
+                                        "counted none (is status_code_metrics on?)",
+                                        expect_metrics.describe_points(selected))
         expect_metrics.assert_count(selected, requests, field, f"{name}{{route={route}}}")
     final = _kong_points(stack)
-    expect_metrics.assert_contiguous_windows(expect_metrics.select(final, REQUEST_COUNTER, route=route))
+    # windows are checked inside this claim's own window: a collector restart (an earlier control) legitimately
+    # starts a new delta series
+    expect_metrics.assert_contiguous_windows(expect_metrics.select(final, REQUEST_COUNTER, baseline - 1, route=route))
     expect_metrics.assert_attribute_everywhere(final, "kong.deployment.name",
                                                getattr(stack, "kong_deployment_name", None))
     expect_metrics.assert_no_rejections(rejections_since(stack, started), "metrics")

@@ -28,7 +28,7 @@ def _describe(point: Point) -> str:
             f"window=[{point.get('start_unix_nano')}, {point.get('time_unix_nano')}]")
 
 
-def _listing(points: Iterable[Point], limit: int = 15) -> str:
+def describe_points(points: Iterable[Point], limit: int = 15) -> str:
     points = list(points)
     lines = [f"  {_describe(p)}" for p in points[:limit]]
     if len(points) > limit:
@@ -44,7 +44,7 @@ def assert_all_delta(points: Sequence[Point], min_points: int = 1) -> None:
     if cumulative:
         names = sorted({p["name"] for p in cumulative})
         raise ExpectationFailed("CUMULATIVE_POINTS", f"{len(cumulative)} point(s) are not DELTA: {', '.join(names)}",
-                                _listing(cumulative))
+                                describe_points(cumulative))
 
 
 def assert_contiguous_windows(points: Sequence[Point], min_points: int = 2) -> None:
@@ -90,7 +90,7 @@ def assert_count(points: Sequence[Point], expected: int, field: str, what: str) 
     total = delta_total(points, field)
     if total != expected:
         raise ExpectationFailed("COUNT_MISMATCH", f"{what}: sum of deltas is {total:g}, expected {expected}",
-                                _listing(points))
+                                describe_points(points))
 
 
 def assert_attribute_everywhere(points: Sequence[Point], key: str, value: Any = None) -> None:
@@ -100,7 +100,7 @@ def assert_attribute_everywhere(points: Sequence[Point], key: str, value: Any = 
                or (value is not None and p["attributes"][key] != value)]
     if missing:
         raise ExpectationFailed("MISSING_ATTRIBUTE", f"{len(missing)} point(s) lack {key}={value!r}",
-                                _listing(missing))
+                                describe_points(missing))
 
 
 def assert_no_rejections(rejections: Sequence[Mapping[str, Any]], signal: str | None = None) -> None:
