@@ -375,9 +375,13 @@ def render_markdown(data: Mapping[str, Any]) -> str:
             f"| {r['collector_failures_total']:g} | {_num(r.get('host_load_1m'))} |")
     lines += ["", "## Recommendation", ""]
     budgets = data["budgets"]
-    lines.append(f"Budgets: spans per second ≤ {_num(budgets['max_spans_per_second'], 'g', 'none')}, p99 latency "
-                 f"overhead ≤ {_num(budgets['max_p99_overhead_ms'], 'g', 'none')} ms (over the p99 at rate "
-                 f"{_num(recommendation['baseline_rate'], 'g')}).")
+    given = []
+    if budgets["max_spans_per_second"] is not None:
+        given.append(f"spans per second ≤ {budgets['max_spans_per_second']:g}")
+    if budgets["max_p99_overhead_ms"] is not None:
+        given.append(f"p99 latency overhead ≤ {budgets['max_p99_overhead_ms']:g} ms (over the p99 at rate "
+                     f"{_num(recommendation['baseline_rate'], 'g')})")
+    lines.append(f"Budgets: {', '.join(given) if given else 'none given'}.")
     lines.append("")
     if recommendation["rate"] is not None:
         lines.append(f"**Recommended sampling rate: {recommendation['rate']:g}.** {recommendation['reason']}.")
