@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -260,8 +261,20 @@ def _go_version(go: Path, env: dict[str, str]) -> str:
 def _run_streaming(argv: list[str], *, env: dict[str, str], cwd: Path, progress: Progress, started: float,
                    what: str, timeout: float = BUILD_TIMEOUT_S) -> None:
     """Run ``argv``, echo each output line with the elapsed time, a heartbeat while it is quiet, bounded."""
+    # own process group: an interrupted build takes the go toolchain's compiler processes down with it
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _follow(proc, argv, progress=progress, started=started, what=what, timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _follow(proc: subprocess.Popen[str], argv: list[str], *, progress: Progress, started: float, what: str,
+            timeout: float) -> None:
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
     tail: list[str] = []
@@ -269,7 +282,6 @@ def _run_streaming(argv: list[str], *, env: dict[str, str], cwd: Path, progress:
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            proc.kill()
             raise CollectorBuildError(f"timed out after {timeout:.0f}s waiting for {what}; last output:\n"
                                       + "\n".join(tail[-20:]))
         try:

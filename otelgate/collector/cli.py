@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -28,6 +29,8 @@ def collector_required() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM unwinds like Ctrl-C, so an interrupted build stops its go toolchain processes too
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     try:
         if args.build:
             print(build(force=args.force).summary())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,6 @@ def validate(binary: Path, config: Mapping[str, Any] | Path, env: Mapping[str, s
     if isinstance(config, Path):
         config_path = config
     else:
-        import tempfile
-
         folder = Path(tempfile.mkdtemp(prefix="otelgate-validate-", dir=workdir))
         config_path = write_config(config, folder / "collector.yaml")
     return subprocess.run([str(binary), "validate", f"--config={config_path}"], capture_output=True, text=True,
