@@ -250,7 +250,8 @@ def test_bring_up_is_fast_and_close_leaves_no_process_or_port(own_stack_dir: Pat
         assert stack.bring_up_seconds is not None and stack.bring_up_seconds < BRING_UP_BUDGET_S
         pids = {p.pid for p in _otelgate_children()} - before
         assert len(pids) >= 6, f"sink, collector, 4 services, kong expected; saw {pids}"
-        ports = stack.all_ports()
+        ports = stack.bound_ports()
+        assert len(ports) == 14  # sink, 4 services, proxy/status/admin, 6 collector ports
         assert all(port_is_open("127.0.0.1", port) for port in
                    [stack.ports.sink, stack.ports.proxy, *stack.ports.services.values()])
     finally:
@@ -262,7 +263,7 @@ def test_bring_up_is_fast_and_close_leaves_no_process_or_port(own_stack_dir: Pat
 def _assert_all_stopped(stack: LocalStack) -> None:
     assert stack.processes, "the bring-up started nothing, so the test proves nothing"
     assert [name for name, proc in stack.processes.items() if proc.alive()] == []
-    assert [port for port in stack.all_ports() if port_is_open("127.0.0.1", port)] == []
+    assert [port for port in stack.bound_ports() if port_is_open("127.0.0.1", port)] == []
 
 
 def test_a_failed_bring_up_tears_down_what_it_started(own_stack_dir: Path) -> None:

@@ -15,6 +15,7 @@ to ``<workdir>/logs/<name>.log``. A failure anywhere tears down what was started
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -56,6 +57,17 @@ CANARY_PATH = "/coupon/coupons"
 KONG_SIDE = frozenset({"sampling_rate", "kong_plugin_config"})
 KONG_RESTART = frozenset({"tracing_sampling_rate"})
 COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_running"})
+
+
+# stacks not closed yet; closed at interpreter exit so no process outlives otelgate even if a caller forgot close()
+_OPEN_STACKS: set[LocalStack] = set()
+
+
+@atexit.register
+def _close_open_stacks() -> None:
+    for stack in list(_OPEN_STACKS):
+        with contextlib.suppress(Exception):
+            stack.close()
 
 
 class StackStartError(RuntimeError):
@@ -141,6 +153,7 @@ class LocalStack:
         self.step_seconds: dict[str, float] = {}
         self.canary_trace_id: str | None = None
         self._closed = False
+        self._collector_started = False
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -165,6 +178,7 @@ class LocalStack:
         self.close()
 
     def _bring_up(self) -> None:
+        _OPEN_STACKS.add(self)
         started = time.monotonic()
         for sub in ("logs", "config"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -190,11 +204,12 @@ class LocalStack:
         errors.extend(self._stop_process("sink"))
         if self._sink is not None:
             self._sink.close()
-        for port in self.all_ports():
+        for port in self.bound_ports():
             try:
                 wait_port_free(HOST, port, timeout=self.timeouts.port_release)
             except AssertionError as exc:
                 errors.append(str(exc))
+        _OPEN_STACKS.discard(self)
         if errors:
             raise RuntimeError("local stack teardown was incomplete:\n" + "\n".join(errors))
 
@@ -207,6 +222,17 @@ class LocalStack:
         except Exception as exc:
             return [f"{name}: {exc!r}"]
         return []
+
+    def bound_ports(self) -> list[int]:
+        """Only ports this stack bound: a port allocated for a tier that never started may be someone else's now."""
+        started = set(self.processes)
+        ports = [self.ports.sink] if "sink" in started else []
+        ports += [port for name, port in self.ports.services.items() if name in started]
+        if "kong" in started:
+            ports += [self.ports.proxy, self.ports.kong_status, self.ports.kong_admin]
+        if self._collector_started and self._collector_ports is not None:
+            ports += _collector_port_values(self._collector_ports)
+        return ports
 
     def all_ports(self) -> list[int]:
         ports = self.ports.all()
@@ -250,6 +276,7 @@ class LocalStack:
         env = local_env(resource, self._token, KONG_DEPLOYMENT_NAME=self.kong_deployment_name)
         proc = CollectorProcess(binary, config, self.workdir / "collector", env=env)
         self.collector = proc
+        self._collector_started = True
         proc.start()
         try:
             proc.wait_healthy(timeout=self.timeouts.collector_healthy)
