@@ -285,3 +285,71 @@ def test_ctrl_c_during_bring_up_tears_down(own_stack_dir: Path, monkeypatch: pyt
         stack.bring_up()
     assert {"sink", "coupon", "membership"} <= set(stack.processes)
     _assert_all_stopped(stack)
+
+
+# --- `otelgate up` -------------------------------------------------------------------------------------------------
+
+
+def test_up_dry_run_prints_the_plan_and_starts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    from otelgate.cli import main
+
+    assert main(["up", "--stack", "local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "kong.yaml" in out and "collector.yaml" in out and "canary" in out
+
+
+def test_up_check_prerequisites_names_what_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from otelgate.cli import main
+
+    monkeypatch.setenv("OTELGATE_COLLECTOR", "/nonexistent/otelcol")
+    assert main(["up", "--check-prerequisites"]) == 1
+    assert "collector" in capsys.readouterr().err
+
+
+def test_up_dispatches_other_stacks_by_name(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+    import types
+
+    from otelgate.cli import main
+
+    fake = types.ModuleType("otelgate.stacks.docker")
+    fake.plan = lambda: ["step one", "step two"]  # type: ignore[attr-defined]
+    fake.check_prerequisites = lambda args: ["docker engine not reachable"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "otelgate.stacks.docker", fake)
+    assert main(["up", "--stack", "docker", "--dry-run"]) == 0
+    assert "step two" in capsys.readouterr().out
+    assert main(["up", "--stack", "docker", "--check-prerequisites"]) == 1
+    assert "docker engine not reachable" in capsys.readouterr().err
+    assert main(["up", "--stack", "docker"]) == 2  # no up(): a clear error, not a traceback
+    assert "has no up()" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "otelgate.stacks.external", None)  # as if the module did not exist
+    assert main(["up", "--stack", "external", "--dry-run"]) == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_up_runs_the_stack_until_ctrl_c_and_leaves_nothing(own_stack_dir: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    proc = subprocess.Popen([sys.executable, "-m", "otelgate", "up", "--workdir", str(own_stack_dir),
+                             "--status-interval", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+    try:
+        gateway = poll_until(lambda: [ln.split()[-1] for ln in lines if ln.strip().startswith("gateway")], bool,
+                             what="`otelgate up` to print the gateway URL", timeout=60)[0]
+        assert httpx.get(f"{gateway}/coupon/coupons", timeout=10.0).status_code == 200
+        poll_until(lambda: [ln for ln in lines if " sink: traces " in ln], bool, what="a status line", timeout=10)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 7
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    output = "".join(lines)
+    assert rc == 0, output
+    assert "stopped; no process left" in output
+    assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []

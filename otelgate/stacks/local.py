@@ -93,9 +93,6 @@ class LocalPorts:
     kong_admin: int = field(default_factory=free_port)
     services: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in DEMO_SERVICES})
 
-    def all(self) -> list[int]:
-        return [self.sink, self.proxy, self.kong_status, self.kong_admin, *self.services.values()]
-
 
 def generate_token() -> str:
     """A fresh token in Dynatrace's API-token shape (``dt0c01.<24>.<64>``). Never printed or written unredacted."""
@@ -232,12 +229,6 @@ class LocalStack:
             ports += [self.ports.proxy, self.ports.kong_status, self.ports.kong_admin]
         if self._collector_started and self._collector_ports is not None:
             ports += _collector_port_values(self._collector_ports)
-        return ports
-
-    def all_ports(self) -> list[int]:
-        ports = self.ports.all()
-        if self._collector_ports is not None:
-            ports.extend(_collector_port_values(self._collector_ports))
         return ports
 
     # --- the tiers -------------------------------------------------------------------------------------------
