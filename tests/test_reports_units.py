@@ -46,13 +46,16 @@ CLIENT = trace_pb2.Span.SPAN_KIND_CLIENT
 
 def test_scrub_text_removes_known_secrets_and_anything_token_shaped() -> None:
     token = fake_token()
-    text = (f"raw {token}; header Authorization: Api-Token abc.def; bearer: Bearer eyJhbGciOi.x.y; "
-            f'json "api_token": "s3cr3t-value"; kept: Api-Token ${{env:DT_API_TOKEN}}')
+    text = (f"raw {token}; header Authorization: Api-Token abc.def123; bearer: Bearer eyJhbGciOi.x.y; "
+            f'json "api_token": "s3cr3t-value"; kept: Api-Token ${{env:DT_API_TOKEN}}; '
+            "prose: [wrong Api-Token in the collector's exporter]")
     clean = scrub_text(text, ["s3cr3t-value"])
-    for secret in (token, "abc.def", "eyJhbGciOi.x.y", "s3cr3t-value"):
+    for secret in (token, "abc.def123", "eyJhbGciOi.x.y", "s3cr3t-value"):
         assert secret not in clean, clean
     assert "Api-Token ${env:DT_API_TOKEN}" in clean, "a reference to a variable is not a secret"
+    assert "wrong Api-Token in the collector's exporter" in clean, "prose is not a credential"
     assert clean.count(REDACTED) == 4
+    assert scrub_text(text, ["s3cr3t-value"], patterns=False) == text.replace("s3cr3t-value", REDACTED)
 
 
 def test_scrub_data_replaces_values_of_secret_named_keys_at_any_depth() -> None:

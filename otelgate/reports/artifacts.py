@@ -111,8 +111,10 @@ def write_artifacts(root: Path, result: TestResult, stack: Any, *, journal: Mapp
     if dump is not None:
         dump = scrub_data(dump, secrets)
         if journal is not None:
+            # the journal holds node ids and request ids that replay matches exactly: known secrets only
             dump[JOURNAL_KEY] = scrub_data({**journal, "tests": [result.test_id],
-                                            "outcomes": {result.test_id: result.journal_outcome()}}, secrets)
+                                            "outcomes": {result.test_id: result.journal_outcome()}}, secrets,
+                                           patterns=False)
         _write(folder / "sink-dump.json", json.dumps(dump, indent=1, sort_keys=True, default=str))
         trace_ids = involved_trace_ids(dump, request_ids, f"{result.summary}\n{result.text}")
         _write(folder / "traces.txt", render_trace_trees(dump, trace_ids, list(request_ids)))

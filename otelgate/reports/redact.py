@@ -15,8 +15,10 @@ REDACTED = "<redacted>"
 
 # A Dynatrace API token: dt0c01.<public part>.<secret part>
 _DYNATRACE_TOKEN = re.compile(r"\bdt0[a-z]\d{2}\.[A-Za-z0-9]{8,}\.[A-Za-z0-9]{16,}")
-# "Api-Token <value>" / "Bearer <value>" wherever they appear (headers, log lines, error messages)
-_SCHEME_VALUE = re.compile(r"(?i)\b(Api-Token|Bearer|Basic)(\s+)(?!<redacted>)[A-Za-z0-9._~+/=\-]+")
+# A credential after "Api-Token" / "Bearer" / "Basic": 8+ token characters, at least one of them a digit or
+# punctuation, so prose such as "wrong Api-Token in the exporter" stays readable.
+_CREDENTIAL = r"(?=[A-Za-z0-9._~+/=\-]*[0-9._~+/=\-])[A-Za-z0-9._~+/=\-]{8,}"
+_SCHEME_VALUE = re.compile(rf"(?i)\b(Api-Token|Bearer|Basic)(\s+){_CREDENTIAL}")
 # key: value / key=value / "key": "value" for header- or setting-like keys
 _KEY_VALUE = re.compile(
     r"""(?i)\b(authorization|api[-_]?token|x-api-key|dt_api_token)(["']?\s*[:=]\s*["']?)"""
@@ -24,26 +26,29 @@ _KEY_VALUE = re.compile(
 _SECRET_KEY = re.compile(r"(?i)(authorization|api[-_]?token|x-api-key|password|secret)")
 
 
-def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the given secrets and anything token-like replaced by ``<redacted>``."""
+def scrub_text(text: str, secrets: Iterable[str] = (), patterns: bool = True) -> str:
+    """``text`` with the given secrets and (``patterns``) anything token-like replaced by ``<redacted>``."""
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
+    if not patterns:
+        return text
     text = _DYNATRACE_TOKEN.sub(REDACTED, text)
     text = _SCHEME_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
 
 
-def scrub_data(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """A deep copy of a JSON-like value with secrets scrubbed from strings, and values of secret-named keys
-    (``authorization``, ``http.request.header.authorization``, ``api_token`` ...) replaced outright."""
+def scrub_data(value: Any, secrets: Iterable[str] = (), patterns: bool = True) -> Any:
+    """A deep copy of a JSON-like value with secrets scrubbed from strings and, with ``patterns``, token-like
+    strings and the values of secret-named keys (``authorization``, ``http.request.header.authorization``,
+    ``api_token`` ...) replaced too. ``patterns=False`` (known secrets only) keeps ids and names exact."""
     known = tuple(secrets)
     if isinstance(value, str):
-        return scrub_text(value, known)
+        return scrub_text(value, known, patterns)
     if isinstance(value, Mapping):
-        return {key: REDACTED if _is_secret_entry(key, item) else scrub_data(item, known)
+        return {key: REDACTED if patterns and _is_secret_entry(key, item) else scrub_data(item, known, patterns)
                 for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [scrub_data(item, known) for item in value]
+        return [scrub_data(item, known, patterns) for item in value]
     return value
 
 
