@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -28,11 +29,22 @@ def _junit(name: str) -> str:
     return f"--junitxml={ARTIFACTS}/junit-{name}.xml"
 
 
+def _ensure_chromium(session: nox.Session) -> None:
+    """Debian's headless Chromium, which opens the HTML trace view in tests/test_reports_e2e.py."""
+    if shutil.which("chromium"):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run(*sudo, "apt-get", "update", "-q", external=True, env=env)
+    session.run(*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", external=True, env=env)
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Unit tests, the suites and negative controls on the local stack, static checks of the cluster manifests."""
     _install(session, "test", "kube", "load")
     _ensure_collector(session)
+    _ensure_chromium(session)
     # In CI nothing may be skipped: a missing collector (or any other stack part) is a failure there.
     session.env["OTELGATE_REQUIRE_COLLECTOR"] = "1"
     session.run("pytest", "tests", "suites", "--stack=local", _junit("tests"), *session.posargs)

@@ -257,11 +257,16 @@ def count_traced(stack: Stack, traffic: Traffic) -> int:
     return wait_stable(traced, what="the traced count to settle", timeout=timing.signal, quiet=timing.settle / 2)
 
 
-def check_sampling_rate(stack: Stack, rate: float, requests: int = 200,
-                        url_path: str = PRICING_PATH) -> expect_sampling.Fraction:
+def check_sampling_rate(stack: Stack, rate: float, requests: int = 200, url_path: str = PRICING_PATH,
+                        trace_ids: Sequence[str] | None = None) -> expect_sampling.Fraction:
     """At Kong sampling rate ``rate``, the traced fraction of ``requests`` is consistent with ``rate`` (exact at
-    0 and 1, else inside the 95% Wilson interval)."""
-    traffic = send(stack.gateway_url, url_path, requests)
+    0 and 1, else inside the 95% Wilson interval).
+
+    With ``trace_ids`` each request carries ``traceparent: 00-<id>-...-01`` (Kong still runs its sampler on the
+    incoming id); without, Kong makes up the ids.
+    """
+    headers = None if trace_ids is None else [{"traceparent": f"00-{tid}-{'1' * 16}-01"} for tid in trace_ids]
+    traffic = send(stack.gateway_url, url_path, requests, headers_per_request=headers)
     require_ok(traffic, requests)
     return expect_sampling.assert_rate(count_traced(stack, traffic), len(traffic.request_ids), rate)
 

@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from otelgate.waiting import poll_until
 
-_LIVE: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+# strong references: a process whose owner dropped it (e.g. wait_ready raised) is still stopped at exit
+_LIVE: set[ManagedProcess] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -107,6 +107,7 @@ class ManagedProcess:
             raise AssertionError(f"{exc}\n--- {self.name} log tail ({self.log_path}) ---\n{self.log_tail()}") from exc
 
     def stop(self, grace: float = 5.0) -> None:
+        _LIVE.discard(self)
         if self.popen is None or self.popen.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):

@@ -176,3 +176,12 @@ def test_log_checks_read_dynatrace_flattened_attributes() -> None:
     assert err.value.cause == "WRAPPED_TRACE_ID"
     clean = {"attributes": {"request.id": "r1", "started_at": 1, "trace_id": TRACE}, "trace_id": TRACE}
     logs.assert_clean_trace_ids([clean])
+
+
+def test_stratified_trace_ids_give_kong_exactly_the_rate() -> None:
+    ids = sampling.stratified_trace_ids(200, seed=7)
+    assert len(set(ids)) == 200
+    for rate in (0.0, 0.1, 0.5, 0.9, 1.0):
+        traced = sum(sampling.kong_samples(tid, rate) for tid in ids)
+        assert abs(traced - rate * 200) <= 1
+        sampling.assert_rate(traced, 200, rate)

@@ -1,5 +1,5 @@
 """Failure artifacts end to end, on the real local stack: a child pytest runs a claim that holds and the same claim
-under a negative-control fault (``tests/test_reports_fault_on_purpose.py``), with artifacts for every test. Then:
+under a negative-control fault (``tests/child/fault_on_purpose.py``), with artifacts for every test. Then:
 the failure text (terminal and JUnit XML) names the artifacts folder; the folder holds the trace tree, the HTML page,
 the dump and the stack's diagnostics; headless Chromium renders the waterfall with the expected services and span
 names (a screenshot is kept under ``artifacts/reports-e2e/``); ``otelgate replay`` passes on the passing run's dump
@@ -28,7 +28,7 @@ from otelgate.reports.artifacts import folder_name
 from otelgate.sink.testing import fake_token
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHILD_MODULE = "tests/test_reports_fault_on_purpose.py"
+CHILD_MODULE = "tests/child/fault_on_purpose.py"
 PASSING_ID = f"{CHILD_MODULE}::test_the_trace_claim_holds"
 FAILING_ID = f"{CHILD_MODULE}::test_the_trace_claim_fails_under_a_negative_control_fault"
 SUITE_ID = "suites/test_traces.py::test_one_request_is_one_trace_from_kong_through_coupon_to_membership"

@@ -7,6 +7,7 @@ arm64, are below ``rate * 2**64`` (shared/reference/kong-3.9-telemetry.md §7.2)
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 from otelgate.expect.errors import ExpectationFailed, NotEnoughData
@@ -80,3 +81,17 @@ def trace_id_with_fraction(fraction: float, tail: str = "0123456789abcdef") -> s
     """A trace id whose Kong sampling fraction is ``fraction`` (for crafted, deterministic probes)."""
     head = min(int(fraction * 2**64), 2**64 - 1)
     return head.to_bytes(8, "little").hex() + tail
+
+
+
+def stratified_trace_ids(count: int, seed: int) -> list[str]:
+    """``count`` trace ids whose Kong sampling fractions are spread evenly over [0, 1), in a seeded random order.
+
+    A release gate must not fail by chance, as a 95% interval over random ids does one run in twenty. With these
+    ids Kong keeps ``rate * count`` (±1) of them at any rate, so the traced fraction must land inside the interval
+    every time, and a sampler that ignores the rate, inverts it or reads the wrong bytes still fails.
+    """
+    generator = random.Random(seed)
+    fractions = [(index + 0.5) / count for index in range(count)]
+    generator.shuffle(fractions)
+    return [trace_id_with_fraction(f, tail=f"{generator.getrandbits(64):016x}") for f in fractions]

@@ -37,6 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Kong opentelemetry plugin config.sampling_rate (default: as in kong.yaml)")
     parser.add_argument("--tracing-sampling-rate", type=float, default=1.0,
                         help="kong.conf tracing_sampling_rate (default 1.0)")
+    parser.add_argument("--keep", action="store_true",
+                        help="docker: leave the containers running after Ctrl-C (prints how to remove them)")
+    cluster = parser.add_argument_group("kind / external")
+    cluster.add_argument("--cluster-name", default=None, help="kind cluster name (default otelgate)")
+    cluster.add_argument("--keep-cluster", action="store_true",
+                         help="reuse the kind cluster between runs and keep it afterwards")
+    cluster.add_argument("--kubeconfig", type=Path, default=None, help="external: kubeconfig of the target cluster")
+    cluster.add_argument("--sink-image", default=None,
+                         help="external: sink image reference the cluster can pull (default: build and load it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,6 +123,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def _run_local(args: argparse.Namespace) -> int:
+    from otelgate.reports.html import LiveViewServer
     from otelgate.stacks.local import LocalStack, StackStartError
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="otelgate-local-"))
@@ -130,18 +140,23 @@ def _run_local(args: argparse.Namespace) -> int:
     except (StackStartError, AssertionError, RuntimeError, OSError) as exc:
         print(f"error: the local stack did not come up (everything started was stopped):\n{exc}", file=sys.stderr)
         return 1
+    view: LiveViewServer | None = None
     try:
         steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in stack.step_seconds.items())
         print(f"up in {stack.bring_up_seconds:.1f} s to the first green canary ({steps}). URLs:")
         width = max(len(name) for name in stack.urls())
         for name, url in stack.urls().items():
             print(f"  {name:<{width}}  {url}")
+        view = LiveViewServer(stack.sink.dump, title="local stack", refresh_seconds=5).start()
+        print(f"  {'live trace view':<{width}}  {view.url}")
         print("try:  curl -i " + stack.gateway_url + "/coupon/coupons     (Ctrl-C stops everything)", flush=True)
         _stream_status(stack, args.status_interval)
     except KeyboardInterrupt:
         pass
     finally:
         print("\nstopping the local stack ...", flush=True)
+        if view is not None:
+            view.stop()
         stack.close()
         print("stopped; no process left, ports released")
     return 0
