@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "N > 0 = a master plus N worker processes)")
     parser.add_argument("--remote-workers", type=int, default=0,
                         help="locust workers started on other machines (they connect to this master; see "
-                        "docs/readme-load.md); needs --master-bind-host")
+                        "docs/load.md); needs --master-bind-host")
     parser.add_argument("--master-bind-host", default="127.0.0.1",
                         help="address the locust master listens on (default 127.0.0.1; remote workers need an "
                         "address they can reach)")

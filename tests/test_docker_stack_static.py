@@ -3,7 +3,7 @@ aliases, readiness) checked against the manifests, the derived collector config 
 validate``, and the ``otelgate up --stack docker`` dry run and prerequisites check run as a user would.
 
 Nothing here starts a container: this repository's CI has no Docker engine. What these tests cannot show (that the
-images start and serve) is said plainly in docs/readme-docker.md.
+images start and serve) is said plainly in docs/docker.md.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Readiness means "serving": HTTP 200 from the sink's ``/healthz``, the collector'
 service's ``/healthz`` and Kong's ``/status/ready`` (the Helm chart's readiness probe), then one canary request
 whose whole trace reaches the sink. A wait fails at once, with the log tail, if its container exits.
 
-No Docker engine exists where this module is developed: it is verified statically (see docs/readme-docker.md).
+No Docker engine exists where this module is developed: it is verified statically (see docs/docker.md).
 """
 
 from __future__ import annotations
