@@ -185,3 +185,10 @@ def test_stratified_trace_ids_give_kong_exactly_the_rate() -> None:
         traced = sum(sampling.kong_samples(tid, rate) for tid in ids)
         assert abs(traced - rate * 200) <= 1
         sampling.assert_rate(traced, 200, rate)
+
+
+def test_cumulative_up_down_counters_pass_as_dynatrace_accepts_them_as_gauges() -> None:
+    up_down = {**point(0, 0, 10, "CUMULATIVE"), "name": "http.server.active_requests", "monotonic": False}
+    metrics.assert_all_delta([point(1, 0, 10), up_down])
+    with pytest.raises(ExpectationFailed):
+        metrics.assert_all_delta([{**up_down, "monotonic": True}])

@@ -36,9 +36,17 @@ def describe_points(points: Iterable[Point], limit: int = 15) -> str:
     return "\n".join(lines)
 
 
+def must_be_delta(point: Point) -> bool:
+    """Monotonic sums and histograms must be DELTA for Dynatrace. Gauges carry no temporality, and a cumulative
+    non-monotonic sum (an UpDownCounter) is accepted as a gauge (dynatrace-otlp-ingest.md §5.1)."""
+    if point.get("type") == "sum":
+        return point.get("monotonic") is not False
+    return point.get("type") in AGGREGATED_TYPES
+
+
 def assert_all_delta(points: Sequence[Point], min_points: int = 1) -> None:
-    """Every sum and histogram point is DELTA (gauges carry no temporality)."""
-    aggregated = [p for p in points if p.get("type") in AGGREGATED_TYPES]
+    """Every point that Dynatrace requires as DELTA (monotonic sums, histograms) is DELTA."""
+    aggregated = [p for p in points if must_be_delta(p)]
     require("sum/histogram points", aggregated, min_points)
     cumulative = [p for p in aggregated if p.get("temporality") != "DELTA"]
     if cumulative:
