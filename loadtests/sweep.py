@@ -106,11 +106,10 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return convert
 
 
-@dataclass(frozen=True)
-class LoadSpec:
-    """One locust run."""
+@dataclass(frozen=True, kw_only=True)
+class LoadShape:
+    """How locust loads the gateway (shared by one run and by a whole sweep)."""
 
-    host: str
     users: int = 50
     spawn_rate: float = 10.0
     duration_s: float = 60.0
@@ -122,6 +121,13 @@ class LoadSpec:
     remote_workers: int = 0             # workers started elsewhere (other machines) that connect to the master
     master_bind_host: str = "127.0.0.1"
     master_port: int | None = None      # None: a free port
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadSpec(LoadShape):
+    """One locust run."""
+
+    host: str
 
     @property
     def distributed(self) -> bool:
@@ -619,29 +625,15 @@ def kong_roots_by_request(stack: Stack) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ the sweep
 
-@dataclass(frozen=True)
-class SweepConfig:
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig(LoadShape):
     rates: tuple[float, ...] = DEFAULT_RATES
-    users: int = 50
-    spawn_rate: float = 10.0
-    duration_s: float = 60.0
-    workers: int = 0
-    route_weights: str = DEFAULT_ROUTE_WEIGHTS
-    think_min: float = 0.5
-    think_max: float = 1.5
-    request_timeout: float = 10.0
-    remote_workers: int = 0
-    master_bind_host: str = "127.0.0.1"
-    master_port: int | None = None
     warmup_s: float = 10.0
     budgets: report.Budgets = field(default_factory=report.Budgets)
 
     def spec(self, host: str) -> LoadSpec:
-        return LoadSpec(host=host, users=self.users, spawn_rate=self.spawn_rate, duration_s=self.duration_s,
-                        workers=self.workers, route_weights=self.route_weights, think_min=self.think_min,
-                        think_max=self.think_max, request_timeout=self.request_timeout,
-                        remote_workers=self.remote_workers, master_bind_host=self.master_bind_host,
-                        master_port=self.master_port)
+        shape = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoadShape)}
+        return LoadSpec(host=host, **shape)
 
     def options(self) -> dict[str, Any]:
         data = asdict(self)
