@@ -257,6 +257,11 @@ def count_traced(stack: Stack, traffic: Traffic) -> int:
     return wait_stable(traced, what="the traced count to settle", timeout=timing.signal, quiet=timing.settle / 2)
 
 
+def sampled_traceparents(trace_ids: Sequence[str]) -> list[dict[str, str]]:
+    """One incoming W3C context per trace id, flagged sampled (Kong 3.8+ still runs its ratio sampler on it)."""
+    return [{"traceparent": f"00-{tid}-{'1' * 16}-01"} for tid in trace_ids]
+
+
 def check_sampling_rate(stack: Stack, rate: float, requests: int = 200, url_path: str = PRICING_PATH,
                         trace_ids: Sequence[str] | None = None) -> expect_sampling.Fraction:
     """At Kong sampling rate ``rate``, the traced fraction of ``requests`` is consistent with ``rate`` (exact at
@@ -265,7 +270,7 @@ def check_sampling_rate(stack: Stack, rate: float, requests: int = 200, url_path
     With ``trace_ids`` each request carries ``traceparent: 00-<id>-...-01`` (Kong still runs its sampler on the
     incoming id); without, Kong makes up the ids.
     """
-    headers = None if trace_ids is None else [{"traceparent": f"00-{tid}-{'1' * 16}-01"} for tid in trace_ids]
+    headers = None if trace_ids is None else sampled_traceparents(trace_ids)
     traffic = send(stack.gateway_url, url_path, requests, headers_per_request=headers)
     require_ok(traffic, requests)
     return expect_sampling.assert_rate(count_traced(stack, traffic), len(traffic.request_ids), rate)
@@ -275,8 +280,7 @@ def check_deterministic_sampling(stack: Stack, rate: float, fractions: Sequence[
                                                                                          0.7, 0.95)) -> None:
     """Requests carrying crafted W3C trace ids are traced exactly when Kong's sampler says so."""
     trace_ids = [expect_sampling.trace_id_with_fraction(f, tail=f"{i:016x}") for i, f in enumerate(fractions)]
-    headers = [{"traceparent": f"00-{tid}-{'1' * 16}-01"} for tid in trace_ids]
-    traffic = send(stack.gateway_url, url_path := PRICING_PATH, len(trace_ids), headers_per_request=headers)
+    traffic = send(stack.gateway_url, PRICING_PATH, len(trace_ids), headers_per_request=sampled_traceparents(trace_ids))
     require_ok(traffic, len(trace_ids))
     count_traced(stack, traffic)
     stored = {s["trace_id"] for s in stack.sink.spans(name="kong")}
@@ -284,7 +288,7 @@ def check_deterministic_sampling(stack: Stack, rate: float, fractions: Sequence[
              for tid in trace_ids if expect_sampling.kong_samples(tid, rate) != (tid in stored)]
     if wrong:
         raise ExpectationFailed("SAMPLING_DECISION", f"{len(wrong)} crafted trace id(s) decided unlike Kong at "
-                                f"rate {rate} ({url_path})", "\n".join(wrong))
+                                f"rate {rate} ({PRICING_PATH})", "\n".join(wrong))
 
 
 # ------------------------------------------------------------------------------------------------- controls
