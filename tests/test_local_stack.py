@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,13 @@ def _coupon_request_points(local: LocalStack) -> list[dict[str, Any]]:
 
 
 def test_kong_metrics_arrive_as_delta(local: LocalStack, coupon_request: Request) -> None:
-    # The first scrape of a new series is the baseline of cumulative_to_delta (its count is not a delta), so wait
-    # until the coupon series exists, then count fresh requests in the points that follow it.
-    baseline = poll_until(lambda: _coupon_request_points(local), bool,
-                          what=f"a first {REQUEST_COUNTER} point of service coupon (the delta baseline)", timeout=30)
+    # The first scrape of a new series is the baseline of cumulative_to_delta (its count is not a delta), and the
+    # session's stack may have served coupon traffic before this test (the fixture's request among it): wait for a
+    # coupon point scraped after all that, then count fresh requests in the points that follow it.
+    quiet_since = time.time_ns()
+    baseline = poll_until(
+        lambda: [p for p in _coupon_request_points(local) if int(p["time_unix_nano"]) > quiet_since], bool,
+        what=f"a {REQUEST_COUNTER} point of service coupon scraped after the earlier traffic", timeout=30)
     since = max(int(p["time_unix_nano"]) for p in baseline)
     sent = 3
     for _ in range(sent):
