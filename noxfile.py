@@ -44,9 +44,12 @@ def tests(session: nox.Session) -> None:
     """Unit tests, the suites and negative controls on the local stack, static checks of the cluster manifests."""
     _install(session, "test", "kube", "load")
     _ensure_collector(session)
+    # decK for `deck file validate` of kong.yaml, built from the Go module proxy once (cached), outside any test timeout
+    session.run("python", "-m", "otelgate", "lint", "--ensure-deck")
     _ensure_chromium(session)
-    # In CI nothing may be skipped: a missing collector (or any other stack part) is a failure there.
+    # In CI nothing may be skipped: a missing collector, decK or any stack part is a failure there.
     session.env["OTELGATE_REQUIRE_COLLECTOR"] = "1"
+    session.env["OTELGATE_REQUIRE_DECK"] = "1"
     session.run("pytest", "tests", "suites", "--stack=local", _junit("tests"), *session.posargs)
 
 

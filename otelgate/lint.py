@@ -23,7 +23,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -745,9 +747,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", nargs="?", default="manifests", type=Path, help="the manifests folder")
     parser.add_argument("--kubernetes-version", default=KUBERNETES_VERSION,
                         help=f"schema version for built-in kinds (default {KUBERNETES_VERSION}, the kind node's)")
+    parser.add_argument("--ensure-deck", action="store_true",
+                        help="only find decK, or build it from the Go module proxy into the cache, and print its path")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ensure_deck:
+        try:
+            print(f"decK: {find_deck(build_if_missing=True)}", flush=True)
+        except DeckUnavailable as exc:
+            print(f"error: {exc}", flush=True)
+            return 1
+        return 0
     if not args.path.is_dir():
         print(f"error: {args.path} is not a folder", flush=True)
         return 2
@@ -830,10 +841,17 @@ def build_deck(version: str = DECK_VERSION, *, timeout: float = 1500.0) -> Path:
         return _build_deck_locked(go, version, target, timeout)
 
 
+def _progress(began: float, text: str) -> None:
+    """A build takes minutes cold: say which phase it is in (stderr, so stdout stays the tool's answer)."""
+    print(f"decK build [{time.monotonic() - began:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
 def _build_deck_locked(go: str, version: str, target: Path, timeout: float) -> Path:
     import json
 
+    began = time.monotonic()
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    _progress(began, f"downloading {DECK_MODULE}@{version} from the Go module proxy")
     download = subprocess.run([go, "mod", "download", "-json", f"{DECK_MODULE}@{version}"], capture_output=True,
                               text=True, timeout=timeout, env=env, check=False)
     if download.returncode != 0:
@@ -856,6 +874,7 @@ def _build_deck_locked(go: str, version: str, target: Path, timeout: float) -> P
             if edit.returncode != 0:
                 raise DeckUnavailable(f"go mod edit of decK {version} failed: {edit.stderr.strip()[-800:]}")
         partial = target / "deck.partial"
+        _progress(began, f"go build {deck_build_name(version)} (a few minutes on 2 cores when the caches are cold)")
         stamp = f"-X {DECK_MODULE}/cmd.VERSION={version} -X {DECK_MODULE}/cmd.COMMIT={deck_build_name(version)}"
         build = subprocess.run([go, "build", "-trimpath", "-ldflags", f"-s -w {stamp}", "-o", str(partial), "."],
                                cwd=work, capture_output=True, text=True, timeout=timeout, env=env, check=False)
@@ -864,6 +883,7 @@ def _build_deck_locked(go: str, version: str, target: Path, timeout: float) -> P
                                   f"with 403 Forbidden are ones the Go module proxy refuses): "
                                   f"{build.stderr.strip()[-1500:]}")
         partial.replace(target / "deck")
+    _progress(began, f"done: {target / 'deck'} ({(target / 'deck').stat().st_size / 1e6:.1f} MB)")
     return target / "deck"
 
 
