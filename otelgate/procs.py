@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,11 +20,36 @@ from otelgate.waiting import poll_until
 _LIVE: set[ManagedProcess] = set()
 
 
+_HANDED_OUT: set[int] = set()
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _listen_port_range() -> range:
+    """Ports below the kernel's ephemeral range: an outgoing connection of any process can take an ephemeral port
+    between our check and a child's bind (seen in CI as "address already in use"); these it never takes."""
+    try:
+        ephemeral_low = int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    return range(max(1024, ephemeral_low - 12000), ephemeral_low)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host`` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free right now on ``host``, outside the ephemeral range, never handed out twice by this process."""
+    candidates = _listen_port_range()
+    generator = random.SystemRandom()
+    for _ in range(200):
+        port = generator.choice(candidates)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port on {host} in {candidates.start}-{candidates.stop - 1} after 200 tries")
 
 
 def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
