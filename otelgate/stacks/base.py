@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -48,3 +51,17 @@ class Stack(Protocol):
 
     def close(self) -> None:
         """Tear the stack down (processes, clusters unless kept)."""
+
+
+def summary_tail(urls: dict[str, str], sink_stats: Callable[[], object]) -> list[str]:
+    """The end of every stack's diagnostic summary: its URLs and what the sink has counted."""
+    lines = ["urls:", *(f"  {name}: {url}" for name, url in urls.items())]
+    with contextlib.suppress(Exception):  # a summary is written when things are broken: the sink may be down or unset
+        lines.append("sink stats: " + json.dumps(sink_stats()))
+    return lines
+
+
+def append_timing(workdir: Path, line: str) -> None:
+    """One line into ``<workdir>/timings.txt`` (bring-up and build times a user can report)."""
+    with (workdir / "timings.txt").open("a") as out:
+        out.write(line + "\n")

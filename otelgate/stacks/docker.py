@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
-from otelgate.stacks.base import StackSettings
+from otelgate.stacks.base import StackSettings, append_timing, summary_tail
 from otelgate.waiting import poll_until
 
 if TYPE_CHECKING:
@@ -1147,15 +1147,11 @@ class DockerStack:
         lines.append("containers:")
         for name, running in self.running.items():
             lines.append(f"  {name}: {self._container_name(running.spec, running.generation)} ({running.spec.image})")
-        lines.append("urls:")
-        lines.extend(f"  {name}: {url}" for name, url in self.urls().items())
-        with contextlib.suppress(Exception):
-            lines.append("sink stats: " + json.dumps(self.sink.stats()))
+        lines += summary_tail(self.urls(), lambda: self.sink.stats())
         return "\n".join(lines) + "\n"
 
     def _timing(self, line: str) -> None:
-        with (self.workdir / "timings.txt").open("a") as out:
-            out.write(line + "\n")
+        append_timing(self.workdir, line)
 
 
 class KongReloadFailed(Exception):

@@ -33,7 +33,7 @@ import yaml
 
 from otelgate.demoapp.launch import INSTRUMENTATION_YAML, Instrumentation, service_argv
 from otelgate.procs import ManagedProcess, free_port, port_is_open, python_argv, wait_port_free
-from otelgate.stacks.base import StackSettings
+from otelgate.stacks.base import StackSettings, append_timing, summary_tail
 from otelgate.waiting import poll_until
 
 if TYPE_CHECKING:
@@ -521,15 +521,11 @@ class LocalStack:
             lines.append(f"  collector: pid {self.collector_pid()}; log {self.collector.log_path}")
         else:
             lines.append("  collector: not running")
-        lines.append("urls:")
-        lines.extend(f"  {name}: {url}" for name, url in self.urls().items())
-        with contextlib.suppress(Exception):
-            lines.append("sink stats: " + json.dumps(self.sink.stats()))
+        lines += summary_tail(self.urls(), lambda: self.sink.stats())
         return "\n".join(lines) + "\n"
 
     def _write_summary_line(self, line: str) -> None:
-        with (self.workdir / "timings.txt").open("a") as out:
-            out.write(line + "\n")
+        append_timing(self.workdir, line)
 
 
 # --- helpers around the collector module (kept here so the contract is used in one place) ------------------------
