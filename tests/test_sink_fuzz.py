@@ -27,7 +27,15 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from otelgate.sink.server import SinkServer
-from otelgate.sink.testing import fake_token
+from otelgate.sink.testing import (
+    fake_token,
+    gauge_metric,
+    log_record,
+    logs_request,
+    metrics_request,
+    span,
+    traces_request,
+)
 
 CAP = 60
 TOKEN = fake_token()
@@ -229,12 +237,25 @@ def test_deep_nesting_is_refused_not_crashed(sinks: dict[str, SinkServer], http:
 
 def test_fault_injection_is_the_only_5xx_and_memory_stays_bounded(sinks: dict[str, SinkServer],
                                                                    http: httpx.Client) -> None:
+    """Self-contained (passes alone and in any order): it sends its own traffic, three times the cap per signal."""
     sink = sinks["otlp"]
-    sink.client.inject_fault(status=503, count=1)
+    sink.client.inject_fault(status=503, count=1, signals=["traces"])
     assert http.post(sink.signal_url("traces"), content=b"",
                      headers={"Content-Type": "application/x-protobuf"}).status_code == 503
+    bodies = {
+        "traces": traces_request([span(f"s{i}") for i in range(3 * CAP)]),
+        "metrics": metrics_request([gauge_metric("fuzz.gauge", [float(i) for i in range(3 * CAP)])]),
+        "logs": logs_request([log_record(f"line {i}") for i in range(3 * CAP)]),
+    }
     for profile_sink in sinks.values():
+        before = profile_sink.client.stats()
+        for signal, message in bodies.items():
+            assert _post(http, profile_sink, signal, message.SerializeToString(),
+                         "application/x-protobuf").status_code == 200
         _assert_bounded(profile_sink)
-        stats = profile_sink.client.stats()
-        assert sum(s["requests"] for s in stats.values()) > 0
+        sizes, stats = profile_sink.client.health()["store"], profile_sink.client.stats()
+        assert (sizes["spans"], sizes["metric_points"], sizes["logs"]) == (CAP, CAP, CAP)
+        for signal in SIGNALS:
+            assert stats[signal]["requests"] == before[signal]["requests"] + 1
+            assert stats[signal]["dropped_for_cap"] >= before[signal]["dropped_for_cap"] + 2 * CAP
     assert math.isfinite(float(sinks["dynatrace"].client.stats()["traces"]["bytes"]))
