@@ -9,6 +9,7 @@ import pytest
 
 from otelgate.expect import logs, metrics, sampling, traces
 from otelgate.expect.errors import ExpectationFailed, NotEnoughData
+from otelgate.expect.kong_sampler import kong_decides
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -160,14 +161,6 @@ def test_sampling_rate_checks() -> None:
         sampling.assert_rate(1, 2, 0.5)
 
 
-def test_kong_sampler_decides_the_reference_ids_like_kong() -> None:
-    # shared/reference/kong-3.9-telemetry.md §7.2: Kong's own fixed test ids at rate 0.5
-    assert sampling.kong_samples("92a54b3e1a7c4f2da9e44b8a6f3e1dab", 0.5)
-    assert not sampling.kong_samples("4bf92f3577b34da6a3ce929d0e0e4736", 0.5)
-    assert sampling.kong_samples(sampling.trace_id_with_fraction(0.3), 0.31)
-    assert not sampling.kong_samples(sampling.trace_id_with_fraction(0.3), 0.29)
-
-
 def test_log_checks_read_dynatrace_flattened_attributes() -> None:
     flat = {"attributes": {"request.id": "r1", "started_at": 1, "trace_id.w3c": TRACE}, "trace_id": ""}
     assert logs.kong_access_logs([flat]) == [flat]
@@ -182,8 +175,8 @@ def test_stratified_trace_ids_give_kong_exactly_the_rate() -> None:
     ids = sampling.stratified_trace_ids(200, seed=7)
     assert len(set(ids)) == 200
     for rate in (0.0, 0.1, 0.5, 0.9, 1.0):
-        traced = sum(sampling.kong_samples(tid, rate) for tid in ids)
-        assert abs(traced - rate * 200) <= 1
+        traced = sum(kong_decides(tid, rate) for tid in ids)
+        assert traced == round(rate * 200)
         sampling.assert_rate(traced, 200, rate)
 
 

@@ -4,7 +4,8 @@ Every function takes normalized telemetry (plain dicts, as the sink's query API 
 pass on empty data, and raises :class:`ExpectationFailed` with a stable ``cause`` and the evidence.
 """
 
-from otelgate.expect.errors import ExpectationFailed, NotEnoughData
+from otelgate.expect.errors import Evidence, ExpectationFailed, NotEnoughData, Rejection
+from otelgate.expect.kong_sampler import kong_decides
 from otelgate.expect.logs import assert_clean_trace_ids, assert_joins_traces, kong_access_logs
 from otelgate.expect.metrics import (
     assert_all_delta,
@@ -13,7 +14,7 @@ from otelgate.expect.metrics import (
     assert_count,
     assert_no_rejections,
 )
-from otelgate.expect.sampling import assert_rate, kong_samples, wilson_interval
+from otelgate.expect.sampling import Decision, assert_decisions, assert_rate, wilson_interval
 from otelgate.expect.traces import (
     TraceTree,
     assert_complete,
@@ -24,14 +25,18 @@ from otelgate.expect.traces import (
 )
 
 __all__ = [
+    "Decision",
+    "Evidence",
     "ExpectationFailed",
     "NotEnoughData",
+    "Rejection",
     "TraceTree",
     "assert_all_delta",
     "assert_attribute_everywhere",
     "assert_clean_trace_ids",
     "assert_complete",
     "assert_contiguous_windows",
+    "assert_decisions",
     "assert_count",
     "assert_joins_traces",
     "assert_no_rejections",
@@ -41,6 +46,6 @@ __all__ = [
     "assert_service_path",
     "kong_access_logs",
     "kong_root_for_request",
-    "kong_samples",
+    "kong_decides",
     "wilson_interval",
 ]

@@ -1,16 +1,21 @@
-"""Sampling statistics: the traced fraction with a 95% Wilson interval, and Kong's deterministic ratio sampler.
+"""Sampling: every request's decision checked against Kong's rule (exact, no statistics), and the traced fraction
+with a 95% Wilson interval as a summary line (and for the load sweep, where ids are not known in advance).
 
-Kong 3.8+/3.9 samples a trace iff the first 8 bytes of its trace id, read as a little-endian uint64 on x86-64 and
-arm64, are below ``rate * 2**64`` (shared/reference/kong-3.9-telemetry.md §7.2).
+Kong's decision is a function of the trace id (:mod:`otelgate.expect.kong_sampler`, the independent oracle), and
+Kong's access log carries the trace id of every proxied request, sampled or not (Kong/kong@3.9.1
+kong/observability/tracing/propagation/init.lua:214-217 sets the serializer's ``trace_id`` whenever it injects, before
+and regardless of the sampling decision). So for each request the expected decision is known and checked.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from otelgate.expect.errors import ExpectationFailed, NotEnoughData
+from otelgate.expect import kong_sampler
+from otelgate.expect.errors import Evidence, ExpectationFailed, NotEnoughData
 
 Z_95 = 1.959963984540054
 
@@ -54,7 +59,10 @@ def traced_fraction(traced: int, sent: int) -> Fraction:
 
 
 def assert_rate(traced: int, sent: int, rate: float, min_sent: int = 20) -> Fraction:
-    """Exact at rate 0 and 1; otherwise ``rate`` must lie inside the 95% interval of the observed fraction."""
+    """Exact at rate 0 and 1; otherwise ``rate`` must lie inside the 95% interval of the observed fraction.
+
+    A statistical check, for traffic whose trace ids are unknown (the load sweep). Where every request's trace id is
+    known, :func:`assert_decisions` is exact and replaces it."""
     if sent < min_sent:
         raise NotEnoughData("requests for a sampling estimate", min_sent, sent)
     fraction = traced_fraction(traced, sent)
@@ -67,31 +75,86 @@ def assert_rate(traced: int, sent: int, rate: float, min_sent: int = 20) -> Frac
     return fraction
 
 
-def kong_samples(trace_id_hex: str, rate: float) -> bool:
-    """Kong's decision for ``trace_id_hex`` at ``rate`` (deterministic per trace id)."""
-    if rate >= 1:
-        return True
-    if rate <= 0:
-        return False
-    head = int.from_bytes(bytes.fromhex(trace_id_hex)[:8], "little")
-    return head < rate * 2**64
+@dataclass(frozen=True)
+class Decision:
+    """One proxied request: the trace id in its access log, and whether its Kong root span reached the sink."""
+
+    request_id: str
+    trace_id: str
+    traced: bool
+    parent_sampled: bool | None = None    # the incoming context's flag, when the client sent one
 
 
-def trace_id_with_fraction(fraction: float, tail: str = "0123456789abcdef") -> str:
-    """A trace id whose Kong sampling fraction is ``fraction`` (for crafted, deterministic probes)."""
-    head = min(int(fraction * 2**64), 2**64 - 1)
-    return head.to_bytes(8, "little").hex() + tail
+@dataclass(frozen=True)
+class DecisionReport:
+    rate: float
+    requests: int
+    expected_traced: int
+    traced: int
+    summary: Fraction
 
+    def __str__(self) -> str:
+        return (f"rate {self.rate}: {self.traced} of {self.requests} traced, Kong's rule says {self.expected_traced}; "
+                f"observed fraction {self.summary}")
+
+
+def _describe_mismatch(decision: Decision, expected: bool, rate: float) -> str:
+    head = kong_sampler.trace_id_head(decision.trace_id)
+    return (f"  request {decision.request_id} trace_id {decision.trace_id} head 0x{head:016x} "
+            f"(fraction {head / kong_sampler.HEAD_RANGE:.6f}) at rate {rate}: Kong's rule says "
+            f"{'sampled' if expected else 'not sampled'}, observed {'traced' if decision.traced else 'not traced'}")
+
+
+def assert_decisions(decisions: Sequence[Decision], rate: float, min_requests: int = 1,
+                     expected_count: int | None = None) -> DecisionReport:
+    """Each request is traced iff Kong's rule samples its trace id at ``rate``; the first mismatches are the evidence.
+
+    ``expected_count`` (crafted ids) additionally pins the number Kong's rule must give, so a wrong id set fails too.
+    """
+    if len(decisions) < min_requests:
+        raise NotEnoughData("requests with an access-log trace id", min_requests, len(decisions))
+    expected = [kong_sampler.kong_decides(d.trace_id, rate, d.parent_sampled) for d in decisions]
+    wrong = [(d, e) for d, e in zip(decisions, expected, strict=True) if d.traced != e]
+    report = DecisionReport(rate, len(decisions), sum(expected), sum(d.traced for d in decisions),
+                            traced_fraction(sum(d.traced for d in decisions), len(decisions)))
+    if wrong:
+        unexpected = sum(1 for d, _ in wrong if d.traced)
+        raise ExpectationFailed(
+            "SAMPLING_DECISION",
+            f"{len(wrong)} of {len(decisions)} requests decided unlike Kong's rule at rate {rate} "
+            f"({unexpected} traced that Kong would not sample, {len(wrong) - unexpected} not traced that it would)",
+            "\n".join([_describe_mismatch(d, e, rate) for d, e in wrong[:5]] + [f"  summary: {report}"]),
+            Evidence(expected=report.expected_traced, seen=report.traced,
+                     facts={"rate": rate, "mismatches": len(wrong),
+                            "first_mismatched_trace_ids": [d.trace_id for d, _ in wrong[:5]]}))
+    if expected_count is not None and report.expected_traced != expected_count:
+        raise ExpectationFailed("SAMPLING_DECISION", f"Kong's rule samples {report.expected_traced} of these ids at "
+                                f"rate {rate}, the crafted set promises exactly {expected_count}",
+                                str(report), Evidence(expected=expected_count, seen=report.traced,
+                                                      facts={"rate": rate}))
+    return report
 
 
 def stratified_trace_ids(count: int, seed: int) -> list[str]:
-    """``count`` trace ids whose Kong sampling fractions are spread evenly over [0, 1), in a seeded random order.
+    """``count`` trace ids whose heads are spread evenly over Kong's sampling range, in a seeded random order.
 
-    A release gate must not fail by chance, as a 95% interval over random ids does one run in twenty. With these
-    ids Kong keeps ``rate * count`` (±1) of them at any rate, so the traced fraction must land inside the interval
-    every time, and a sampler that ignores the rate, inverts it or reads the wrong bytes still fails.
+    Id ``i`` sits at fraction ``(i + 0.5) / count``, so Kong's rule keeps exactly :func:`stratified_count` of them at
+    any rate: the count is known in advance, and a sampler that ignores the rate, inverts it, reads the wrong bytes
+    or shifts the threshold by a few percent decides some of them differently.
     """
+    if count <= 0:
+        raise ValueError("count must be positive")
     generator = random.Random(seed)
-    fractions = [(index + 0.5) / count for index in range(count)]
-    generator.shuffle(fractions)
-    return [trace_id_with_fraction(f, tail=f"{generator.getrandbits(64):016x}") for f in fractions]
+    heads = [(2 * index + 1) * kong_sampler.HEAD_RANGE // (2 * count) for index in range(count)]
+    generator.shuffle(heads)
+    return [kong_sampler.trace_id_for_head(h, tail=f"{generator.getrandbits(64):016x}") for h in heads]
+
+
+def stratified_count(count: int, rate: float) -> int:
+    """How many of :func:`stratified_trace_ids` ``(count)`` Kong samples at ``rate``: those with (i+0.5)/count < rate."""
+    if rate >= 1:
+        return count
+    if rate <= 0:
+        return 0
+    return sum(1 for index in range(count) if (2 * index + 1) * kong_sampler.HEAD_RANGE // (2 * count)
+               < kong_sampler.threshold(rate))
