@@ -25,7 +25,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "manifests" / "kong" / "kong.yaml"
+from otelgate import paths
+
+DEFAULT_PATH = paths.manifest("kong/kong.yaml")
 
 # The keys derive_kong_config may change (besides explicit plugin overrides). Patterns match config_diff paths.
 KONG_REWRITES: tuple[str, ...] = (
@@ -523,6 +525,16 @@ def _check_unique(services: tuple[Service, ...], problems: list[str]) -> None:
         dupes = sorted({v for v in values if values.count(v) > 1})
         if dupes:
             problems.append(f"duplicate {label} names: {dupes}")
+
+
+def tcp_log_snippets(doc: Mapping[str, Any]) -> dict[str, str]:
+    """``custom_fields_by_lua`` of the document's tcp-log plugins, as ``{key: code}`` (empty when none)."""
+    out: dict[str, str] = {}
+    for plugin in doc.get("plugins") or []:
+        if isinstance(plugin, dict) and plugin.get("name") == "tcp-log":
+            fields = (plugin.get("config") or {}).get("custom_fields_by_lua") or {}
+            out.update({str(k): str(v) for k, v in fields.items()})
+    return out
 
 
 def validate(doc: Any, source: str = "kong.yaml") -> None:

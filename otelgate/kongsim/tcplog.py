@@ -4,10 +4,10 @@
   ``set_serialize_value`` are applied in order, mode ``set``; ``nil`` deletes; dotted keys nest, creating tables;
   an intermediate key that exists and is not a table raises "Subkey '...' is not a table".
 * :class:`LuaCustomFields` runs ``custom_fields_by_lua`` in LuaJIT 2.1 (``lupa.luajit21``), the VM family Kong runs,
-  in a sandbox-like environment (a whitelist of safe globals plus ``kong`` and ``ngx``). The PDK is MINIMAL and
-  documented: ``kong.log.serialize()``, ``kong.request.get_header(name)``, ``kong.ctx.shared``, ``ngx.ctx``.
-  Anything else a snippet touches is a Lua error, which, as in Kong, aborts the tcp-log log handler: the line is
-  not sent and the error is logged.
+  under Kong's sandbox rules (:mod:`otelgate.kongsim.sandbox`: the same whitelist, a fresh environment per snippet).
+  The PDK is MINIMAL: ``kong.log.serialize()``, ``kong.request.get_header(name)``, ``kong.ctx.shared``, ``ngx.ctx``;
+  a snippet using more is refused at load. A Lua error (e.g. a global Kong's sandbox lacks) aborts the tcp-log log
+  handler as in Kong: the line is not sent and the error is logged.
 * :func:`cjson_encode` mimics lua-cjson's defaults (``/`` escaped as ``\\/``, numbers as ``%.14g``, empty tables
   as ``{}``); :class:`TcpLogSender` writes one JSON object per line over a kept-alive TCP connection, off the
   request path, reconnecting on failure; a line that cannot be sent is lost (no queue, no retry: §10.2).
@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import lupa.luajit21 as luajit
+
+from otelgate.kongsim.sandbox import SIMULATED_PDK, Sandbox, unsupported_pdk
 
 log = logging.getLogger("otelgate.kongsim.tcplog")
 
@@ -108,50 +110,6 @@ def cjson_encode(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # custom_fields_by_lua
 
-_LUA_SETUP = r"""
-local safe = {
-  assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall, select = select,
-  tonumber = tonumber, tostring = tostring, type = type, unpack = unpack, xpcall = xpcall,
-  rawequal = rawequal, rawget = rawget, rawlen = rawlen, rawset = rawset,
-  getmetatable = getmetatable, setmetatable = setmetatable,
-}
-local function copy(t) local c = {} for k, v in pairs(t) do c[k] = v end return c end
-local libs = {
-  string = copy(string), table = copy(table), math = copy(math),
-  os = { clock = os.clock, date = os.date, difftime = os.difftime, time = os.time },
-}
-local sandbox = {}
-
-function sandbox.compile(code, name)
-  local fn, err = loadstring(code, name)
-  if not fn then error(err, 0) end
-  return fn
-end
-
--- one request: a fresh env over the whitelist, with kong and ngx (kong/tools/sandbox.lua: env = {kong, ngx})
-function sandbox.make_env(serialize, get_header)
-  local env = {}
-  for k, v in pairs(safe) do env[k] = v end
-  for k, v in pairs(libs) do env[k] = copy(v) end
-  env._G = env
-  env.kong = {
-    log = { serialize = function() return serialize() end },
-    request = { get_header = function(name) return get_header(name) end },
-    ctx = { shared = {} },
-  }
-  env.ngx = { ctx = {}, null = nil }
-  return env
-end
-
-function sandbox.run(fn, env)
-  setfenv(fn, env)
-  return fn()
-end
-
-return sandbox
-"""
-
-
 class LuaCompileError(ValueError):
     pass
 
@@ -161,17 +119,24 @@ class LuaCustomFields:
     the load loudly instead of dropping every line later)."""
 
     def __init__(self, fields: Mapping[str, str]) -> None:
-        self._lua = luajit.LuaRuntime(unpack_returned_tuples=False, register_eval=False, register_builtins=False)
-        self._sandbox = self._lua.execute(_LUA_SETUP)
-        self._functions: list[tuple[str, Any]] = []
+        self._sandbox = Sandbox()
+        self._lua = self._sandbox.lua
+        self._snippets: list[tuple[str, str]] = []
         for key, code in fields.items():
             try:
-                self._functions.append((key, self._sandbox.compile(code, f"custom_fields_by_lua.{key}")))
+                self._sandbox.compile(code)
             except luajit.LuaError as exc:
                 raise LuaCompileError(f"custom_fields_by_lua.{key} does not compile: {exc}") from exc
+            pdk = unsupported_pdk(code)
+            if pdk:
+                raise LuaCompileError(
+                    f"custom_fields_by_lua.{key} uses PDK functions the Kong simulator does not implement "
+                    f"({', '.join(pdk)}); it implements only {', '.join(SIMULATED_PDK)} (Kong has the full PDK: "
+                    "run this snippet on the docker or kind stack)")
+            self._snippets.append((key, code))
 
     def __bool__(self) -> bool:
-        return bool(self._functions)
+        return bool(self._snippets)
 
     def to_lua(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -206,10 +171,14 @@ class LuaCustomFields:
 
         Raises on the first Lua error, like the handler does; the caller drops the line and logs the error.
         """
-        env = self._sandbox.make_env(lambda: self.to_lua(serialize()), get_header)
-        for key, function in self._functions:
-            result = self._sandbox.run(function, env)
-            set_serialize_value(key, self.from_lua(result))
+        kong = self._lua.table_from({
+            "log": self._lua.table_from({"serialize": lambda: self.to_lua(serialize())}),
+            "request": self._lua.table_from({"get_header": get_header}),
+            "ctx": self._lua.table_from({"shared": self._lua.table()}),  # kong.ctx.shared: one per request
+        })
+        passed = self._sandbox.passed_env(kong, self._lua.table_from({"ctx": self._lua.table()}))
+        for key, code in self._snippets:  # a fresh environment per snippet (Kong/kong@3.9.1 tcp-log handler.lua:73-75)
+            set_serialize_value(key, self.from_lua(self._sandbox.run(code, passed)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
