@@ -27,8 +27,12 @@ from otelgate.collector.config import rewritten_by
 from otelgate.collector.process import missing_env
 from otelgate.collector.testing import collector_required
 from otelgate.demoapp.launch import Instrumentation
-from otelgate.stacks import docker as ds
-from otelgate.stacks.base import StackSettings
+from otelgate.stacks.base import StackSettings, StackStartError
+from otelgate.stacks.docker import cli as docker_cli
+from otelgate.stacks.docker import daemon
+from otelgate.stacks.docker import evidence as kong_evidence
+from otelgate.stacks.docker import specs as ds
+from otelgate.stacks.docker.stack import DockerStack
 from otelgate.waiting import poll_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,14 +178,14 @@ def test_kong_env_is_the_helm_values_env_plus_the_documented_docker_keys(specs: 
     assert env["KONG_ADMIN_LISTEN"] == "0.0.0.0:8001", "reconfigure() needs the Admin API on the network"
     assert [p.port for p in spec(specs, "kong").ports if p.published] == [8000, 8001, 8100]
     assert spec(specs, "kong").wait.port == 8100 and spec(specs, "kong").wait.path == "/status/ready"
-    assert ds._worker_count(env) == 1, "reconfigure() counts one 'declarative reconfigure took' line per worker"
+    assert kong_evidence.worker_count(env) == 1, "reconfigure() counts one 'declarative reconfigure took' line per worker"
 
 
 # --- the collector --------------------------------------------------------------------------------------------------
 
 
 def _changed_paths(before: Any, after: Any) -> list[tuple[str | int, ...]]:
-    return [path for path, _value in ds._changed_leaves(before, after)]
+    return [path for path, _value in docker_cli._changed_leaves(before, after)]
 
 
 def test_collector_config_is_the_resource_changed_only_at_rewrites(specs: list[ds.ContainerSpec]) -> None:
@@ -427,7 +431,7 @@ def test_check_prerequisites_names_an_unreachable_daemon(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     socket_path = tmp_path / "no-docker.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
-    problems = ds.check_prerequisites()
+    problems = docker_cli.check_prerequisites()
     daemon = [p for p in problems if "no reachable Docker daemon" in p]
     assert len(daemon) == 1, problems
     assert str(socket_path) in daemon[0] and "DOCKER_HOST" in daemon[0]
@@ -452,8 +456,8 @@ def test_start_without_a_daemon_fails_fast_and_leaves_diagnostics(tmp_path: Path
     stale.parent.mkdir(parents=True)
     stale.write_text("an earlier run's log\n")
     started = time.monotonic()
-    with pytest.raises(ds.DockerStackError, match="no reachable Docker daemon") as failure:
-        ds.DockerStack.start(workdir=tmp_path / "stack")
+    with pytest.raises(StackStartError, match="no reachable Docker daemon") as failure:
+        DockerStack.start(workdir=tmp_path / "stack")
     assert time.monotonic() - started < 30
     assert str(socket_path) in str(failure.value)
     assert not stale.exists(), "a reused workdir must not mix an earlier run's logs into this run's diagnostics"
@@ -492,13 +496,13 @@ def test_daemon_check_without_the_docker_sdk_uses_the_engine_ping(tmp_path: Path
     monkeypatch.setitem(sys.modules, "docker", None)  # `import docker` raises ImportError
     socket_path = tmp_path / "d.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
-    assert ds._ping_daemon() is not None, "nothing listens yet: the check must say so"
+    assert daemon.ping_daemon() is not None, "nothing listens yet: the check must say so"
     server = UnixHTTPServer(str(socket_path), Ping)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        assert ds._ping_daemon() is None
-        assert ds.daemon_problem() is None
+        assert daemon.ping_daemon() is None
+        assert daemon.daemon_problem() is None
     finally:
         server.shutdown()
         server.server_close()
@@ -507,7 +511,7 @@ def test_daemon_check_without_the_docker_sdk_uses_the_engine_ping(tmp_path: Path
 def test_the_canary_is_sampled_at_every_rate_above_zero() -> None:
     """Kong's ratio sampler (Kong reference 7.2): sampled iff the first 8 bytes, little-endian, < rate * 2**64."""
     for _ in range(50):
-        trace_id, traceparent = ds.canary_traceparent()
+        trace_id, traceparent = kong_evidence.canary_traceparent()
         assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", traceparent)
         assert traceparent.split("-")[1] == trace_id and int(trace_id, 16) != 0
         first8 = int.from_bytes(bytes.fromhex(trace_id)[:8], "little")
@@ -530,14 +534,14 @@ _FAILED = ("2026/11/25 09:31:52 [error] 1267#0: *4 [lua] events.lua:231: declara
 
 def test_reconfigure_counts_only_reloads_after_the_post() -> None:
     before = "\n".join([_RELOADED, "[info] unrelated"])
-    evidence = ds.ReloadEvidence.of(before)
+    evidence = kong_evidence.ReloadEvidence.of(before)
     assert evidence.workers_applied(before) == 0, "a reload before the POST must not count"
     assert evidence.workers_applied(before + "\n" + _RELOADED) == 1
 
 
 def test_reconfigure_fails_on_a_new_reload_failure_only() -> None:
     old_failure = "\n".join([_FAILED, _RELOADED])
-    evidence = ds.ReloadEvidence.of(old_failure)
+    evidence = kong_evidence.ReloadEvidence.of(old_failure)
     assert evidence.workers_applied(old_failure + "\n" + _RELOADED) == 1, "an old failure must not fail a new POST"
-    with pytest.raises(ds.KongReloadFailed, match="boom"):
+    with pytest.raises(kong_evidence.KongReloadFailed, match="boom"):
         evidence.workers_applied(old_failure + "\n" + _FAILED)

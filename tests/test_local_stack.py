@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-from fixtures.plugin import require_collector
+from otelgate.pytest_plugin import require_collector
 from otelgate.procs import port_is_open
 from otelgate.stacks.base import Stack
 from otelgate.stacks.local import KONG_SERVICE_NAME, LocalStack, StackStartError
@@ -311,26 +311,44 @@ def test_up_check_prerequisites_names_what_is_missing(monkeypatch: pytest.Monkey
     assert "collector" in capsys.readouterr().err
 
 
-def test_up_dispatches_other_stacks_by_name(monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
-    import types
-
+def test_up_reaches_every_stack_through_its_stack_module(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from otelgate.cli import main
+    from otelgate.stacks import registry
+    from otelgate.stacks.base import Stack, StackModule, StackOptions
 
-    fake = types.ModuleType("otelgate.stacks.docker")
-    fake.plan = lambda: ["step one", "step two"]  # type: ignore[attr-defined]
-    fake.check_prerequisites = lambda args: ["docker engine not reachable"]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "otelgate.stacks.docker", fake)
-    assert main(["up", "--stack", "docker", "--dry-run"]) == 0
+    seen: list[StackOptions] = []
+
+    class FakeDocker:
+        name = "docker"
+
+        def plan(self, options: StackOptions) -> list[str]:
+            seen.append(options)
+            return ["step one", "step two"]
+
+        def check_prerequisites(self, options: StackOptions) -> list[str]:
+            return ["docker engine not reachable"]
+
+        def start(self, options: StackOptions) -> Stack:
+            raise AssertionError("not called by these commands")
+
+        def up(self, options: StackOptions, status_interval: float) -> int:
+            seen.append(options)
+            return 7
+
+    assert isinstance(FakeDocker(), StackModule)
+    monkeypatch.setitem(registry._LOADERS, "docker", FakeDocker)
+    assert main(["up", "--stack", "docker", "--dry-run", "--sampling-rate", "0.25"]) == 0
     assert "step two" in capsys.readouterr().out
+    assert seen[-1].settings.sampling_rate == 0.25, "the command line reaches the stack as StackOptions"
     assert main(["up", "--stack", "docker", "--check-prerequisites"]) == 1
-    assert "docker engine not reachable" in capsys.readouterr().err
-    assert main(["up", "--stack", "docker"]) == 2  # no up(): a clear error, not a traceback
-    assert "has no up()" in capsys.readouterr().err
-    monkeypatch.setitem(sys.modules, "otelgate.stacks.external", None)  # as if the module did not exist
-    assert main(["up", "--stack", "external", "--dry-run"]) == 2
-    assert "not available" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "missing: docker engine not reachable" in captured.err and "1 problem(s)" in captured.out
+    assert main(["up", "--stack", "docker", "--keep", "--status-interval", "1"]) == 7
+    assert seen[-1].keep
+    for name in registry.STACK_NAMES:
+        if name != "docker":
+            assert isinstance(registry.stack_module(name), StackModule), name
 
 
 def test_up_runs_the_stack_until_ctrl_c_and_leaves_nothing(own_stack_dir: Path) -> None:

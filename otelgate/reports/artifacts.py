@@ -7,7 +7,7 @@
     diagnostics/      the stack's own diagnosis (process logs locally, pod diagnostics on a cluster)
     README.txt        what is where, and the commands to re-render or replay
 
-Every file is scrubbed of the stack's token and of anything token-shaped (:mod:`otelgate.reports.redact`).
+Every file is scrubbed of the stack's token and of anything token-shaped (:mod:`otelgate.redact`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from otelgate.expect.logs import is_kong_access_log, request_id
 from otelgate.expect.traces import TraceTree
 from otelgate.reports.html import Window, render_html
 from otelgate.reports.journal import JOURNAL_KEY
-from otelgate.reports.redact import scrub_data, scrub_files, scrub_text
+from otelgate.redact import scrub_data, scrub_files, scrub_text
 
 TOKEN_ENV_VARS = ("DT_API_TOKEN", "OTELGATE_DT_API_TOKEN")
 _HEX32 = re.compile(r"\b[0-9a-f]{32}\b")

@@ -1,7 +1,7 @@
 """A self-contained HTML page from a sink dump: trace waterfalls, metric points, log records, rejections.
 
 One file, no network: CSS and the few lines of JavaScript (filter box, expand/collapse) are inline, and span details
-open without JavaScript (``<details>``). Every value passes through :mod:`otelgate.reports.redact` and is
+open without JavaScript (``<details>``). Every value passes through :mod:`otelgate.redact` and is
 HTML-escaped, so neither a token nor markup from a payload reaches the page.
 
 Also serves the same page live (:class:`LiveViewServer`, :func:`live_view_app`) for ``otelgate up``.
@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from otelgate.expect.traces import TraceTree
-from otelgate.reports.redact import scrub_data
+from otelgate.redact import scrub_data
 
 Record = Mapping[str, Any]
 DumpProvider = Callable[[], Mapping[str, Any]]

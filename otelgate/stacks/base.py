@@ -1,9 +1,12 @@
-"""The one interface the suites see. The suites never know where the pipeline runs."""
+"""The interfaces of the stacks: :class:`Stack` (what the suites see; they never know where the pipeline runs) and
+:class:`StackModule` (what ``otelgate up`` and the pytest plugin call to plan, check and start one)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import secrets
+import string
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,15 +36,25 @@ class StackSettings:
         return replace(self, **changes)
 
 
+# Which settings each part of a stack applies: Kong's declarative config (a reload), kong.conf (a new Kong), the
+# collector (a new collector).
+KONG_SIDE = frozenset({"sampling_rate", "kong_plugin_config"})
+KONG_RESTART = frozenset({"tracing_sampling_rate"})
+COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_running"})
+
+
 @runtime_checkable
 class Stack(Protocol):
     """A running pipeline: Kong (or its simulator) -> collector -> fake Dynatrace sink."""
 
     name: str
     gateway_url: str                  # where requests enter (Kong proxy)
-    sink: SinkClient                  # query and wait on what the fake Dynatrace received
     settings: StackSettings
     kong_deployment_name: str         # value the collector's attributes processor inserts
+
+    @property
+    def sink(self) -> SinkClient:
+        """Query and wait on what the fake Dynatrace received."""
 
     def reconfigure(self, **changes: Any) -> None:
         """Apply changed settings (see :class:`StackSettings`) and wait until they are in effect."""
@@ -51,6 +64,61 @@ class Stack(Protocol):
 
     def close(self) -> None:
         """Tear the stack down (processes, clusters unless kept)."""
+
+
+class StackStartError(RuntimeError):
+    """A stack could not be brought up (or cannot start here); the message says which step, what it waited for,
+    what it saw last, and where the diagnostics are. Whatever the failed bring-up had started is stopped."""
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What a person (``otelgate up``) or a test session (the pytest plugin) asks of a stack, the same for every
+    stack. ``None`` means the stack's default (its ``OTELGATE_*`` environment variable, then its built-in value)."""
+
+    settings: StackSettings = field(default_factory=StackSettings)
+    workdir: Path | None = None         # logs, derived configs and diagnostics of this run
+    keep: bool = False                  # leave it running after close (containers; cluster and addons)
+    manifests: Path | None = None       # the deployment to bring up (None: the demo otelgate ships)
+    cluster_name: str | None = None     # kind: the cluster's name
+    kubeconfig: Path | None = None      # external: the cluster to deploy into
+    sink_image: str | None = None       # docker, kind, external: a built sink image to use instead of building one
+
+
+@runtime_checkable
+class StackModule(Protocol):
+    """What each stack offers its front ends; one object per stack, listed in :mod:`otelgate.stacks.registry`."""
+
+    name: str
+
+    def plan(self, options: StackOptions) -> list[str]:
+        """What :meth:`start` would do, in order, one line each (``otelgate up --dry-run``); starts nothing."""
+        ...
+
+    def check_prerequisites(self, options: StackOptions) -> list[str]:
+        """What would stop :meth:`start` here, one problem a line with what to do about it; empty: it can start."""
+        ...
+
+    def start(self, options: StackOptions) -> Stack:
+        """Bring the stack up and wait until it serves; raise :class:`StackStartError` (after stopping what it
+        started) when it cannot."""
+        ...
+
+    def up(self, options: StackOptions, status_interval: float) -> int:
+        """``otelgate up``: start, print the URLs, then a status line every ``status_interval`` seconds until
+        Ctrl-C or SIGTERM; stop (unless ``options.keep``) and return the exit code."""
+        ...
+
+
+def generate_token() -> str:
+    """A fresh token in Dynatrace's API-token shape (``dt0c01.<24>.<64>``) for a stack's sink and collector. Never
+    printed or written unredacted (:func:`otelgate.redact.redact`)."""
+    alphabet = string.ascii_uppercase + string.digits
+
+    def part(n: int) -> str:
+        return "".join(secrets.choice(alphabet) for _ in range(n))
+
+    return f"dt0c01.{part(24)}.{part(64)}"
 
 
 def summary_tail(urls: dict[str, str], sink_stats: Callable[[], object]) -> list[str]:

@@ -19,9 +19,7 @@ import atexit
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import string
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,9 +29,20 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
-from otelgate.demoapp.launch import INSTRUMENTATION_YAML, Instrumentation, service_argv
+from otelgate import paths
+from otelgate.demoapp.launch import Instrumentation, service_argv
 from otelgate.procs import ManagedProcess, free_port, port_is_open, python_argv, wait_port_free
-from otelgate.stacks.base import StackSettings, append_timing, summary_tail
+from otelgate.redact import redact
+from otelgate.stacks.base import (
+    COLLECTOR_SIDE,
+    KONG_RESTART,
+    KONG_SIDE,
+    StackSettings,
+    StackStartError,
+    append_timing,
+    generate_token,
+    summary_tail,
+)
 from otelgate.waiting import poll_until
 
 if TYPE_CHECKING:
@@ -42,11 +51,9 @@ if TYPE_CHECKING:
     from otelgate.sink.client import SinkClient
 
 HOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-KONG_YAML = REPO_ROOT / "manifests" / "kong" / "kong.yaml"
-COLLECTOR_YAML = REPO_ROOT / "manifests" / "otel" / "collector.yaml"
+KONG_YAML = paths.manifest("kong/kong.yaml")
+COLLECTOR_YAML = paths.manifest("otel/collector.yaml")
 TOKEN_ENV = "DT_API_TOKEN"
-REDACTED = "<redacted>"
 KONG_SERVICE_NAME = "kong-otel"
 LOCAL_KONG_DEPLOYMENT_NAME = "kong-local"
 # services Kong routes to (membership is only called by coupon, as in the cluster)
@@ -54,9 +61,6 @@ GATEWAY_SERVICES = ("coupon", "inventory", "pricing")
 # start order inside the services tier: membership first, coupon's dependency
 DEMO_SERVICES = ("membership", "coupon", "inventory", "pricing")
 CANARY_PATH = "/coupon/coupons"
-KONG_SIDE = frozenset({"sampling_rate", "kong_plugin_config"})
-KONG_RESTART = frozenset({"tracing_sampling_rate"})
-COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_running"})
 
 
 # stacks not closed yet; closed at interpreter exit so no process outlives otelgate even if a caller forgot close()
@@ -68,10 +72,6 @@ def _close_open_stacks() -> None:
     for stack in list(_OPEN_STACKS):
         with contextlib.suppress(Exception):
             stack.close()
-
-
-class StackStartError(RuntimeError):
-    """The stack could not be brought up; the message says which step, what it waited for, and the log tail."""
 
 
 @dataclass(frozen=True)
@@ -94,25 +94,11 @@ class LocalPorts:
     services: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in DEMO_SERVICES})
 
 
-def generate_token() -> str:
-    """A fresh token in Dynatrace's API-token shape (``dt0c01.<24>.<64>``). Never printed or written unredacted."""
-    alphabet = string.ascii_uppercase + string.digits
-
-    def part(n: int) -> str:
-        return "".join(secrets.choice(alphabet) for _ in range(n))
-
-    return f"dt0c01.{part(24)}.{part(64)}"
-
-
 def _http_ok(url: str, timeout: float = 1.0) -> bool:
     try:
         return httpx.get(url, timeout=timeout).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, REDACTED) if secret else text
 
 
 class LocalStack:
@@ -553,48 +539,3 @@ def _copy_redacted(src: Path, dst: Path, secret: str) -> None:
         dst.write_text(redact(src.read_text(errors="replace"), secret))
     except UnicodeError:
         shutil.copyfile(src, dst)
-
-
-# --- `otelgate up --stack local --dry-run | --check-prerequisites` --------------------------------------------------
-
-REQUIRED_MODULES = ("otelgate.sink.server", "otelgate.collector", "otelgate.kongconfig", "otelgate.kongsim", "lupa")
-
-
-def plan() -> list[str]:
-    """What ``LocalStack.start`` would run, in order (ports are free ones chosen at start, all on 127.0.0.1)."""
-    return [
-        "local stack plan (every process on 127.0.0.1, free ports chosen at start, logs in <workdir>/logs):",
-        "1. sink: python -m otelgate sink --profile dynatrace --token-env DT_API_TOKEN (token generated, never "
-        "printed); ready on GET /healthz",
-        f"2. collector: otelgate.collector.find_collector() with the config derived from {COLLECTOR_YAML} "
-        "(rewrites: otelgate.collector.REWRITES; Kong Status API as static scrape target, exporter -> sink); "
-        "ready on its health check",
-        f"3. demo services {', '.join(DEMO_SERVICES)}: python -m otelgate.demoapp under the Operator's Python "
-        f"injection (PYTHONPATH sitecustomize, env from {INSTRUMENTATION_YAML}); ready on GET /healthz",
-        f"4. Kong 3.9 simulator (a test double): python -m otelgate.kongsim with the config derived from {KONG_YAML} "
-        "(rewrites: otelgate.kongconfig.KONG_REWRITES); ready on Admin GET /status and the proxy port",
-        f"5. canary: GET {CANARY_PATH} through the gateway until its trace (kong-otel -> coupon -> membership) "
-        "is in the sink; then the sink is reset",
-    ]
-
-
-def check_prerequisites() -> list[str]:
-    """Problems that would stop the local stack from starting (empty when it can start)."""
-    import importlib
-
-    problems = [f"{path} is missing" for path in (KONG_YAML, COLLECTOR_YAML, INSTRUMENTATION_YAML)
-                if not path.is_file()]
-    for module in REQUIRED_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            problems.append(f"python module {module} cannot be imported: {exc}")
-    try:
-        from otelgate.collector import find_collector
-
-        find_collector()
-    except ImportError:
-        pass  # reported above
-    except Exception as exc:
-        problems.append(f"collector binary: {exc}")
-    return problems

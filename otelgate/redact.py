@@ -1,4 +1,5 @@
-"""Scrub secrets from anything a report writes: known secrets verbatim, plus anything that looks like a token.
+"""Scrub secrets from anything otelgate writes (reports, stack logs and diagnostics): known secrets verbatim, plus
+anything that looks like a token.
 
 The sink never stores a token, but payloads can carry one by accident (a logged ``Authorization`` header in a Kong
 access log, a collector log line), so every artifact passes through here before it is written.
@@ -35,6 +36,12 @@ def scrub_text(text: str, secrets: Iterable[str] = (), patterns: bool = True) ->
     text = _DYNATRACE_TOKEN.sub(REDACTED, text)
     text = _SCHEME_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     return _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with each known secret (a stack's generated token) replaced, nothing else touched: for logs and
+    configs a stack writes, where token-shaped ids must stay readable."""
+    return scrub_text(text, [secret for secret in secrets if secret], patterns=False)
 
 
 def scrub_data(value: Any, secrets: Iterable[str] = (), patterns: bool = True) -> Any:
