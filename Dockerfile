@@ -10,9 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY otelgate ./otelgate
-COPY fixtures ./fixtures
+COPY manifests ./manifests
+COPY collector ./collector
 RUN pip install . && rm -rf /src
 
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin otelgate

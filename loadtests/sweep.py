@@ -35,7 +35,8 @@ from otelgate.reports import sampling as report
 from otelgate.stacks.base import Stack, StackSettings
 from otelgate.waiting import WaitTimeout, poll_until, wait_stable
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# not otelgate.paths: loadtests/ is not part of the package; its locust processes import it from this folder
+LOADTESTS_PARENT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 DEFAULT_RATES = (0.0, 0.01, 0.1, 0.5, 1.0)
 KONG_ROOT_SPAN = "kong"
@@ -313,7 +314,7 @@ class LocustRun:
 
 def locust_env() -> dict[str, str]:
     """The locust processes import the locust-free ``loadtests`` package from the repository root."""
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join(filter(None, [str(LOADTESTS_PARENT), os.environ.get("PYTHONPATH", "")]))
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
@@ -344,9 +345,9 @@ def run_locust(spec: LoadSpec, folder: Path, on_progress: Callable[[float, LoadS
     env = locust_env()
     master_port = (spec.master_port or free_port()) if spec.distributed else None
     master = ManagedProcess("locust-master" if master_port else "locust", master_argv(spec, folder, master_port),
-                            folder / "locust.log", env=env, cwd=REPO_ROOT)
+                            folder / "locust.log", env=env, cwd=LOADTESTS_PARENT)
     workers = [ManagedProcess(f"locust-worker-{i}", worker_argv(master_port), folder / f"locust-worker-{i}.log",
-                              env=env, cwd=REPO_ROOT) for i in range(spec.workers)] if master_port else []
+                              env=env, cwd=LOADTESTS_PARENT) for i in range(spec.workers)] if master_port else []
     if spec.remote_workers:
         on_progress(0.0, LoadSample())
         print(f"locust master on {spec.master_bind_host}:{master_port} waits {WORKERS_MAX_WAIT} s for "

@@ -265,7 +265,7 @@ def test_e2e_workflow_runs_nox_e2e_on_pull_requests_and_uploads_diagnostics() ->
     upload = next(s for s in steps if s.get("name") == "Upload diagnostics")
     assert upload["if"] == "failure()"
     assert "artifacts/diagnostics/" in upload["with"]["path"]  # a failed bring-up (KindStack.start)
-    assert "artifacts/stack-diagnosis/" in upload["with"]["path"]  # failed suites (fixtures/plugin.py)
+    assert "artifacts/stack-diagnosis/" in upload["with"]["path"]  # failed suites (otelgate/pytest_plugin.py)
     assert steps.index(runs[0]) < steps.index(upload)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.plugin import require_collector
+from otelgate.pytest_plugin import require_collector
 from otelgate.reports import pytest_plugin
 from otelgate.reports.artifacts import folder_name
 from otelgate.sink.testing import fake_token

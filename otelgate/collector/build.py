@@ -27,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from otelgate import paths
+
 Progress = Callable[[str], None]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MANIFEST = REPO_ROOT / "collector" / "builder-config.yaml"
+DEFAULT_MANIFEST = paths.collector_manifest()
 CONTRIB_ON_PATH = "otelcol-contrib"
 CORE_MODULE_PREFIX = "go.opentelemetry.io/collector/"
 BUILDER_MODULE = "go.opentelemetry.io/collector/cmd/builder"

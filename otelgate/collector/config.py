@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from otelgate.collector.build import REPO_ROOT
+from otelgate import paths
 from otelgate.procs import free_port
 
-DEFAULT_RESOURCE = REPO_ROOT / "manifests" / "otel" / "collector.yaml"
+RESOURCE_FILE = "otel/collector.yaml"  # in the manifests folder
 LOOPBACK = "127.0.0.1"
 
 # What Kubernetes pod discovery attaches to Kong's pod (Kong Helm chart: label app.kubernetes.io/name=kong, status
@@ -106,11 +106,12 @@ class CollectorPorts:
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def load_collector_resource(path: str | Path = DEFAULT_RESOURCE) -> dict[str, Any]:
-    """The ``OpenTelemetryCollector`` document of a (multi-document) manifest."""
-    path = Path(path)
+def load_collector_resource(path: str | Path | None = None) -> dict[str, Any]:
+    """The ``OpenTelemetryCollector`` document of a (multi-document) manifest; by default the manifests folder's
+    ``otel/collector.yaml``."""
+    path = paths.manifest(RESOURCE_FILE) if path is None else Path(path)
     if not path.is_absolute() and not path.exists():
-        path = REPO_ROOT / path
+        path = paths.BUNDLE_ROOT / path
     found = [doc for doc in yaml.safe_load_all(path.read_text())
              if isinstance(doc, dict) and doc.get("kind") == "OpenTelemetryCollector"]
     if len(found) != 1:

@@ -19,6 +19,7 @@ from pathlib import Path
 import opentelemetry.instrumentation.auto_instrumentation as _auto_instrumentation
 import yaml
 
+from otelgate import paths
 from otelgate.demoapp.services import SERVICES
 
 # Test timings. The SDK defaults (5 s span batch delay, 60 s metric interval) make a test wait seconds
@@ -27,7 +28,7 @@ from otelgate.demoapp.services import SERVICES
 TEST_BSP_SCHEDULE_DELAY_MS = 200
 TEST_METRIC_EXPORT_INTERVAL_MS = 2000
 NAMESPACE = "default"
-INSTRUMENTATION_YAML = Path(__file__).resolve().parents[2] / "manifests" / "otel" / "instrumentation.yaml"
+INSTRUMENTATION_YAML = paths.manifest("otel/instrumentation.yaml")
 # the cluster's endpoint is replaced by the local collector's; every other variable is used as written
 _REWRITTEN_ENV = frozenset({"OTEL_EXPORTER_OTLP_ENDPOINT"})
 

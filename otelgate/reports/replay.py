@@ -22,14 +22,13 @@ from typing import Any, Literal
 
 import pytest
 
-from otelgate import traffic
+from otelgate import paths, traffic
 from otelgate.claims import Timing
 from otelgate.reports.journal import JOURNAL_KEY, Player, ReplayMismatch
 from otelgate.reports.pytest_plugin import cause_of, outcome_of
 from otelgate.stacks.base import StackSettings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SUITES = REPO_ROOT / "suites"
+DEFAULT_SUITES = paths.CHECKOUT / "suites" if paths.CHECKOUT else None  # outside a checkout: --suites
 LISTS = ("spans", "metric_points", "logs", "rejections")
 # The replayed data only changes at journal events, never while a claim polls: a short wait decides the same.
 REPLAY_TIMING = Timing(signal=2.0, settle=1.2, scrape=1.0)
@@ -183,7 +182,7 @@ class ReplaySession:
 
         if not config.pluginmanager.is_registered(pytest_plugin):  # its hooks switch the journal's segments
             config.pluginmanager.register(pytest_plugin, "otelgate-reports")
-        # registered after every other plugin, so this `stack` wins over fixtures.plugin's
+        # registered after every other plugin, so this `stack` wins over otelgate.pytest_plugin's
         config.pluginmanager.register(self._override, "otelgate-replay-stack")
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -252,10 +251,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def pytest_arguments(args: argparse.Namespace) -> list[str]:
     passthrough = list(getattr(args, "passthrough", []) or [])
     names_a_path = any(not a.startswith("-") and Path(a.split("::")[0]).exists() for a in passthrough)
-    paths = [] if names_a_path else [str(args.suites)]
+    targets = [] if names_a_path or args.suites is None else [str(args.suites)]
+    # the checkout's root (its conftest.py and pyproject.toml), or the suites' parent folder outside a checkout
+    rootdir = paths.CHECKOUT or (Path(args.suites).resolve().parent if args.suites else Path.cwd())
     # otelgate is imported before pytest starts, so pytest cannot rewrite its asserts: expected, not news
     quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]
-    return [*paths, f"--rootdir={REPO_ROOT}", *quiet, *passthrough]
+    return [*targets, f"--rootdir={rootdir}", *quiet, *passthrough]
 
 
 def run(args: argparse.Namespace) -> int:
