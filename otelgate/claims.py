@@ -1,8 +1,11 @@
 """The four claims otelgate proves, as functions of a running :class:`~otelgate.stacks.base.Stack`.
 
-Each claim drives its own traffic through the gateway, waits (bounded) for the pipeline to deliver, and then
-asserts with :mod:`otelgate.expect`. Suites call these; negative controls call the same functions under a fault and
-check the failure's ``cause``. Nothing here knows which stack it runs on.
+Each claim drives its own traffic through the gateway, watches the sink until the evidence is conclusive (not until
+a timeout: a refusal at the sink, Kong's own "not sampled" decision in its access log or an unreachable collector
+end a check at once), and then asserts with :mod:`otelgate.expect`. A failure is an
+:class:`~otelgate.expect.errors.ExpectationFailed` with a cause and structured evidence. Suites call these;
+negative controls call the same functions under a fault and check cause and evidence. Nothing here knows which
+stack it runs on. The sampling claim is in :mod:`otelgate.sampling_claim`.
 """
 
 from __future__ import annotations
@@ -10,15 +13,15 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from otelgate import probe
 from otelgate.expect import logs as expect_logs
 from otelgate.expect import metrics as expect_metrics
-from otelgate.expect import sampling as expect_sampling
 from otelgate.expect import traces as expect_traces
-from otelgate.expect.errors import ExpectationFailed
+from otelgate.expect.errors import Evidence, ExpectationFailed
 from otelgate.stacks.base import Stack
 from otelgate.traffic import Traffic, checkpoint, now_ns, send
 from otelgate.waiting import WaitTimeout, poll_until
@@ -26,9 +29,11 @@ from otelgate.waiting import WaitTimeout, poll_until
 KONG_SERVICE = "kong-otel"
 COUPON_PATH = "/coupon/coupons"
 PRICING_PATH = "/pricing/price?id=1"
+TRACE_PATH = (KONG_SERVICE, "coupon", "membership")
 REQUEST_COUNTER = "kong_http_requests_total"
 LATENCY_HISTOGRAM = "kong_request_latency_ms"
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+KONG_SYNC_NS = 1_100_000_000  # Kong syncs worker counters to shared memory every second
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,18 @@ class Timing:
     signal: float = 30.0          # longest wait for one signal to arrive
     settle: float = 4.0           # a trace whose span count is unchanged this long is complete
     scrape: float = 20.0          # longest wait for the next Prometheus scrape to reach the sink
+    down: float = 1.0             # the collector unreachable this long (probed twice) counts as down
 
 
 def timing_of(stack: Stack) -> Timing:
     return getattr(stack, "timing", None) or Timing()
+
+
+def effective_rate(stack: Stack) -> float:
+    """The sampling rate in force: the plugin's ``sampling_rate`` if set, else kong.conf ``tracing_sampling_rate``
+    (Kong/kong@3.9.1 kong/pdk/tracing.lua:607)."""
+    settings = stack.settings
+    return settings.sampling_rate if settings.sampling_rate is not None else settings.tracing_sampling_rate
 
 
 def _pipeline_state(stack: Stack) -> str:
@@ -58,58 +71,195 @@ def _pipeline_state(stack: Stack) -> str:
 def require_ok(traffic: Traffic, minimum: int) -> None:
     ok = [s for s in traffic.statuses if s < 400]
     if len(ok) < minimum or len(traffic.request_ids) < minimum:
-        raise ExpectationFailed("GATEWAY_ERRORS", f"need {minimum} successful requests: {traffic.describe()}")
+        raise ExpectationFailed("GATEWAY_ERRORS", f"need {minimum} successful requests: {traffic.describe()}",
+                                evidence=Evidence(expected=minimum, seen=len(ok), hop="client -> kong"))
+
+
+def refused(stack: Stack, signal: str, since_ns: int, what: str) -> ExpectationFailed | None:
+    """``SINK_REJECTIONS`` if the sink refused ``signal`` data since ``since_ns`` (conclusive at once)."""
+    rejections = probe.rejections_since(stack, since_ns, signal)
+    if not rejections:
+        return None
+    reasons = sorted({f"HTTP {r.http_status} {r.reason}" for r in rejections})
+    return ExpectationFailed("SINK_REJECTIONS", f"the sink refused {signal} ({what}): {', '.join(reasons)}",
+                             "\n".join(f"  {r}" for r in rejections[:5]),
+                             Evidence(rejections=tuple(rejections), hop="collector -> sink",
+                                      collector_reachable=True))
+
+
+# ------------------------------------------------------------------------------------------------ access logs
+
+def access_logs_of(stack: Stack, request_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """The Kong access-log record of each of ``request_ids`` that reached the sink, by request id."""
+    wanted = set(request_ids)
+    return {expect_logs.request_id(r): r for r in expect_logs.kong_access_logs(stack.sink.logs())
+            if expect_logs.request_id(r) in wanted}
+
+
+def kong_sampled(record: Mapping[str, Any]) -> bool | None:
+    """Kong's sampling decision for the request, from the traceparent it injected upstream (Kong serializes the
+    request headers after injecting; None when it injected no W3C context)."""
+    match = TRACEPARENT.match(str(expect_logs.attribute(record, "request.headers.traceparent", "")))
+    return None if match is None else int(match.group(3), 16) & 1 == 1
+
+
+def kong_roots_of(stack: Stack, request_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+    """The Kong root span of each of ``request_ids`` that reached the sink, by request id."""
+    wanted = set(request_ids)
+    return {str(s["attributes"]["kong.request.id"]): s for s in stack.sink.spans(name="kong")
+            if s.get("attributes", {}).get("kong.request.id") in wanted}
 
 
 # ---------------------------------------------------------------------------------------------------- traces
 
-def wait_for_trace_of_request(stack: Stack, request_id: str, path: Sequence[str]) -> expect_traces.TraceTree:
-    """The trace whose Kong root carries ``request_id``, once its span count settles (or the path is complete)."""
+@dataclass
+class TraceWatch:
+    """What the trace claim has seen of one request so far (updated on every poll)."""
+
+    request_id: str
+    since_ns: int
+    root: Mapping[str, Any] | None = None
+    log: Mapping[str, Any] | None = None
+    spans: list[Mapping[str, Any]] = field(default_factory=list)
+    count_since: float = field(default_factory=time.monotonic)
+    down_since: float | None = None
+    reachable: bool | None = None
+
+    @property
+    def trace_id(self) -> str | None:
+        if self.root is not None:
+            return str(self.root["trace_id"])
+        if self.log is not None:
+            return str(self.log.get("trace_id") or "") or None
+        return None
+
+    def services(self) -> list[str]:
+        return sorted({str(s.get("service_name")) for s in self.spans})
+
+
+TraceHook = Callable[[Stack, TraceWatch], None]
+
+
+def _observe_trace(stack: Stack, watch: TraceWatch) -> TraceWatch:
+    if watch.root is None:
+        watch.root = kong_roots_of(stack, [watch.request_id]).get(watch.request_id)
+    if watch.log is None:
+        watch.log = access_logs_of(stack, [watch.request_id]).get(watch.request_id)
+    if watch.trace_id:
+        spans = list(stack.sink.spans(trace_id=watch.trace_id))
+        if len(spans) != len(watch.spans):
+            watch.count_since = time.monotonic()
+        watch.spans = spans
+    if watch.root is None or not _path_ok(watch.spans):
+        watch.reachable = probe.collector_reachable(stack)
+        if watch.reachable is False:
+            watch.down_since = watch.down_since or time.monotonic()
+        else:
+            watch.down_since = None
+    return watch
+
+
+def _path_ok(spans: Sequence[Mapping[str, Any]], path: Sequence[str] = TRACE_PATH) -> bool:
+    try:
+        expect_traces.assert_service_path(expect_traces.TraceTree(list(spans)), path)
+    except ExpectationFailed:
+        return False
+    return True
+
+
+def _trace_conclusion(stack: Stack, watch: TraceWatch, path: Sequence[str]) -> ExpectationFailed | bool:
+    """A failure, True (the trace is there and settled: assert on it) or False (not conclusive yet)."""
     timing = timing_of(stack)
+    rejected = refused(stack, "traces", watch.since_ns, f"request {watch.request_id}")
+    if rejected is not None:
+        return rejected
+    quiet = time.monotonic() - watch.count_since
+    down = watch.down_since is not None and time.monotonic() - watch.down_since >= timing.down
+    if watch.root is not None:
+        if _path_ok(watch.spans, path):
+            return quiet >= 1.0
+        if down:
+            return incomplete(watch, path)
+        return quiet >= timing.settle
+    if watch.log is not None and kong_sampled(watch.log) is False:
+        return not_sampled(watch, effective_rate(stack))
+    if down:
+        return incomplete(watch, path) if watch.spans else collector_down(
+            watch, probe.collector_url(stack, probe.HEALTH_URL_KEY))
+    return False
 
-    def kong_root() -> Mapping[str, Any] | None:
-        return expect_traces.kong_root_for_request(stack.sink.spans(name="kong"), request_id)
+
+def not_sampled(watch: TraceWatch, rate: float) -> ExpectationFailed:
+    log = watch.log or {}
+    return ExpectationFailed(
+        "NOT_SAMPLED", f"Kong decided not to sample request {watch.request_id}: its access log arrived, "
+        "with the not-sampled traceparent Kong injected upstream, and no Kong root span",
+        f"  injected traceparent: {expect_logs.attribute(log, 'request.headers.traceparent')}",
+        Evidence(collector_reachable=True, expected=1, seen=0,
+                 facts={"kong_decision": "not sampled", "access_log_arrived": True, "kong_root": "absent",
+                        "rate_in_force": rate}))
+
+
+def collector_down(watch: TraceWatch, health_url: str | None) -> ExpectationFailed:
+    return ExpectationFailed(
+        "COLLECTOR_DOWN", f"nothing of request {watch.request_id} reached the sink and the collector does not "
+        "accept connections", f"  collector health endpoint: {health_url}",
+        Evidence(hop="kong -> collector", collector_reachable=False, expected=1, seen=0,
+                 facts={"access_log_arrived": watch.log is not None, "spans_seen": len(watch.spans)}))
+
+
+def incomplete(watch: TraceWatch, path: Sequence[str]) -> ExpectationFailed:
+    missing = [service for service in path if service not in watch.services()]
+    return ExpectationFailed(
+        "INCOMPLETE_TRACE", f"trace {watch.trace_id} of request {watch.request_id} stopped arriving with "
+        f"{', '.join(missing) or 'links'} missing, and the collector went down",
+        expect_traces.TraceTree(watch.spans).render(),
+        Evidence(hop="-> collector", collector_reachable=False, expected=len(path), seen=len(path) - len(missing),
+                 facts={"services_seen": watch.services(), "services_missing": missing}))
+
+
+def wait_for_trace_of_request(stack: Stack, request_id: str, path: Sequence[str] = TRACE_PATH, *,
+                              since_ns: int | None = None, hook: TraceHook | None = None) -> expect_traces.TraceTree:
+    """The trace whose Kong root carries ``request_id``, once it is conclusive: complete and quiet for a second,
+    or unchanged for ``settle``; a conclusive failure (refused, not sampled, collector down, incomplete) raises."""
+    timing = timing_of(stack)
+    watch = TraceWatch(request_id, since_ns if since_ns is not None else now_ns())
+    outcome: dict[str, ExpectationFailed | bool] = {"value": False}
+
+    def observe() -> TraceWatch:
+        _observe_trace(stack, watch)
+        if hook is not None:
+            hook(stack, watch)
+        outcome["value"] = _trace_conclusion(stack, watch, path)
+        return watch
 
     try:
-        root = poll_until(kong_root, lambda r: r is not None, what=f"the Kong root span of request {request_id}",
-                          timeout=timing.signal, interval=0.3)
+        poll_until(observe, lambda _w: outcome["value"] is not False, what=f"the trace of request {request_id}",
+                   timeout=timing.signal, interval=0.2)
     except WaitTimeout as exc:
+        if watch.root is not None:
+            return expect_traces.TraceTree(watch.spans)
         raise ExpectationFailed("NO_TRACE", f"no trace reached the sink for request {request_id}",
-                                f"{exc}\n{_pipeline_state(stack)}") from exc
-    assert root is not None
-    trace_id = root["trace_id"]
-    state = {"count": -1, "since": time.monotonic()}
-
-    def spans() -> list[Mapping[str, Any]]:
-        return list(stack.sink.spans(trace_id=trace_id))
-
-    def complete(current: list[Mapping[str, Any]]) -> bool:
-        now = time.monotonic()
-        if len(current) != state["count"]:
-            state["count"], state["since"] = len(current), now
-        quiet = now - state["since"]
-        try:
-            expect_traces.assert_service_path(expect_traces.TraceTree(current), path)
-            path_ok = True
-        except ExpectationFailed:
-            path_ok = False
-        return (path_ok and quiet >= 1.0) or quiet >= timing.settle
-
-    try:
-        final = poll_until(spans, complete, what=f"trace {trace_id} to settle", timeout=timing.signal, interval=0.3)
-    except WaitTimeout as exc:
-        final = list(exc.last) if isinstance(exc.last, list) else []
-    return expect_traces.TraceTree(final)
+                                f"{exc}\n{_pipeline_state(stack)}",
+                                Evidence(collector_reachable=watch.reachable, expected=1, seen=0,
+                                         facts={"access_log_arrived": watch.log is not None,
+                                                "spans_seen": len(watch.spans),
+                                                "exporter_send_failures": probe.exporter_send_failures(stack)})
+                                ) from exc
+    if isinstance(outcome["value"], ExpectationFailed):
+        raise outcome["value"]
+    return expect_traces.TraceTree(watch.spans)
 
 
-def check_trace_spans_services(
-    stack: Stack, path: Sequence[str] = (KONG_SERVICE, "coupon", "membership"), url_path: str = COUPON_PATH,
-) -> expect_traces.TraceTree:
+def check_trace_spans_services(stack: Stack, path: Sequence[str] = TRACE_PATH, url_path: str = COUPON_PATH, *,
+                               hook: TraceHook | None = None) -> expect_traces.TraceTree:
     """One request through Kong yields ONE trace: kong-otel -> coupon -> membership, each hop parent-linked, the
-    first upstream SERVER span a child of ``kong.balancer``, no missing parents."""
+    first upstream SERVER span a child of ``kong.balancer``, no missing parents. ``hook`` is called on every poll
+    (negative controls use it to break the pipeline while the trace is in flight)."""
+    started = now_ns()
     traffic = send(stack.gateway_url, url_path)
     require_ok(traffic, 1)
-    tree = wait_for_trace_of_request(stack, traffic.request_ids[0], path)
+    tree = wait_for_trace_of_request(stack, traffic.request_ids[0], path, since_ns=started, hook=hook)
     expect_traces.assert_one_trace(tree)
     expect_traces.assert_kinds(tree, {"kong": "SERVER", "kong.balancer": "CLIENT"})
     hops = expect_traces.assert_service_path(tree, path)
@@ -124,22 +274,33 @@ def _kong_points(stack: Stack) -> list[Mapping[str, Any]]:
     return [p for p in stack.sink.metric_points() if str(p["name"]).startswith("kong_")]
 
 
-def wait_for_scrape_after(stack: Stack, after_ns: int, what: str) -> int:
-    """Wait until a Kong scrape taken after ``after_ns`` reached the sink (or was rejected); return its time."""
-    timing = timing_of(stack)
+def latest_scrape(stack: Stack, before_ns: int) -> int:
+    """The time of the newest Kong scrape in the sink taken before ``before_ns`` (0 if none)."""
+    times = [int(p["time_unix_nano"]) for p in _kong_points(stack) if int(p["time_unix_nano"]) < before_ns]
+    return max(times, default=0)
 
-    def observe() -> tuple[int, int]:
+
+def wait_for_scrape_after(stack: Stack, after_ns: int, what: str, since_ns: int | None = None) -> int:
+    """Wait until a Kong scrape taken after ``after_ns`` reached the sink; return its time. A refusal of metrics
+    since ``since_ns`` ends the wait at once (``SINK_REJECTIONS`` with the refusals)."""
+    timing = timing_of(stack)
+    since = after_ns if since_ns is None else since_ns
+
+    def observe() -> tuple[int, ExpectationFailed | None]:
         times = [int(p["time_unix_nano"]) for p in _kong_points(stack) if int(p["time_unix_nano"]) > after_ns]
-        rejected = [r for r in stack.sink.rejections(signal="metrics") if float(r.get("at", 0)) * 1e9 > after_ns]
-        return (min(times) if times else 0, len(rejected))
+        return (min(times, default=0), refused(stack, "metrics", since, what))
 
     try:
-        first, _rejected = poll_until(observe, lambda o: o[0] > 0 or o[1] > 0, what=what, timeout=timing.scrape,
-                                     interval=0.5)
+        first, rejected = poll_until(observe, lambda o: o[0] > 0 or o[1] is not None, what=what,
+                                     timeout=timing.scrape, interval=0.3)
     except WaitTimeout as exc:
         raise ExpectationFailed("NO_METRICS", f"no Kong metrics reached the sink ({what})",
-                                f"{exc}\n{_pipeline_state(stack)}") from exc
-    expect_metrics.assert_no_rejections(rejections_since(stack, after_ns), "metrics")
+                                f"{exc}\n{_pipeline_state(stack)}",
+                                Evidence(collector_reachable=probe.collector_reachable(stack), expected=1, seen=0,
+                                         facts={"exporter_send_failures": probe.exporter_send_failures(stack)})
+                                ) from exc
+    if rejected is not None:
+        raise rejected
     return first
 
 
@@ -151,144 +312,99 @@ def rejections_since(stack: Stack, after_ns: int) -> list[Mapping[str, Any]]:
 def check_metrics_delta_and_counts(
     stack: Stack, requests: int = 20, url_path: str = PRICING_PATH, route: str = "pricing-route",
 ) -> list[Mapping[str, Any]]:
-    """Kong's metrics reach the backend as DELTA, nothing is rejected, and the request counter and the latency
-    histogram count exactly the requests sent, with ``kong.deployment.name`` on every point."""
-    timing = timing_of(stack)
+    """Kong's metrics reach the backend as DELTA, nothing is refused, and the request counter and the latency
+    histogram count exactly the requests sent, with ``kong.deployment.name`` on every point.
+
+    The baseline is the newest scrape already in the sink (the warm-up primed every route's series), so the check
+    waits for one scrape: the first one taken after the traffic plus Kong's one-second counter sync.
+    """
     started = now_ns()
-    baseline = wait_for_scrape_after(stack, started, "a scrape before the traffic")
+    baseline = latest_scrape(stack, started) or wait_for_scrape_after(stack, started, "a scrape before the traffic")
     traffic = send(stack.gateway_url, url_path, requests)
     require_ok(traffic, requests)
-    # Kong syncs worker counters to shared memory every second: wait for a scrape clearly after the traffic
-    wait_for_scrape_after(stack, traffic.ended_ns + 1_100_000_000, "a scrape after the traffic")
+    wait_for_scrape_after(stack, traffic.ended_ns + KONG_SYNC_NS, "a scrape after the traffic", since_ns=started)
     points = _kong_points(stack)
+    # on the Dynatrace-profile sink cumulative points are refused, not stored: the refusal check above decides;
+    # assert_all_delta's docstring says what it adds (and it refuses to pass on no data)
     expect_metrics.assert_all_delta(points)
     counter = expect_metrics.select(points, REQUEST_COUNTER, baseline, route=route)
     if not counter:
         names = sorted({p["name"] for p in points})
         raise ExpectationFailed("MISSING_METRIC", f"no {REQUEST_COUNTER} points for route {route!r} after the "
-                                f"traffic (is status_code_metrics on?)", f"Kong metrics seen: {names}")
-    for name, field in ((REQUEST_COUNTER, "value"), (LATENCY_HISTOGRAM, "count")):
-        with contextlib.suppress(WaitTimeout):  # the exact comparison below reports a shortfall
-            expect_metrics.wait_window_total(lambda: _kong_points(stack), name, requests, field, baseline,
-                                             timing.scrape, route=route)
-        selected = expect_metrics.select(_kong_points(stack), name, baseline, route=route)
+                                f"traffic (is status_code_metrics on?)", f"Kong metrics seen: {names}",
+                                Evidence(expected=requests, seen=0, facts={"metric": REQUEST_COUNTER}))
+    for name, value_field in ((REQUEST_COUNTER, "value"), (LATENCY_HISTOGRAM, "count")):
+        selected = expect_metrics.select(points, name, baseline, route=route)
         if name == REQUEST_COUNTER:
             selected = [p for p in selected if p["attributes"].get("code") == "200"]
-            if expect_metrics.delta_total(selected, field) == 0:
+            if expect_metrics.delta_total(selected, value_field) == 0:
                 raise ExpectationFailed("NOT_COUNTED", f"{requests} requests sent, {REQUEST_COUNTER}{{route={route}}} "
                                         "counted none (is status_code_metrics on?)",
-                                        expect_metrics.describe_points(selected))
-        expect_metrics.assert_count(selected, requests, field, f"{name}{{route={route}}}")
-    final = _kong_points(stack)
+                                        expect_metrics.describe_points(selected),
+                                        Evidence(expected=requests, seen=0, facts={"metric": REQUEST_COUNTER}))
+        expect_metrics.assert_count(selected, requests, value_field, f"{name}{{route={route}}}")
     # windows are checked inside this claim's own window: a collector restart (an earlier control) legitimately
     # starts a new delta series
-    expect_metrics.assert_contiguous_windows(expect_metrics.select(final, REQUEST_COUNTER, baseline - 1, route=route))
-    expect_metrics.assert_attribute_everywhere(final, "kong.deployment.name",
+    expect_metrics.assert_contiguous_windows(expect_metrics.select(points, REQUEST_COUNTER, baseline - 1, route=route))
+    expect_metrics.assert_attribute_everywhere(points, "kong.deployment.name",
                                                getattr(stack, "kong_deployment_name", None))
     expect_metrics.assert_no_rejections(rejections_since(stack, started), "metrics")
-    return final
+    return points
 
 
 # ------------------------------------------------------------------------------------------------------ logs
 
-def _sampled(record: Mapping[str, Any]) -> bool | None:
-    """Whether Kong sampled the request, from the traceparent it injected upstream (None when absent)."""
-    match = TRACEPARENT.match(str(expect_logs.attribute(record, "request.headers.traceparent", "")))
-    return None if match is None else match.group(3) == "01"
+def wait_for_access_logs(stack: Stack, traffic: Traffic, what: str) -> list[Mapping[str, Any]]:
+    """Every access log of ``traffic``; a refusal of logs ends the wait at once, a timeout is ``NO_LOGS``."""
+    timing = timing_of(stack)
+    wanted = traffic.request_ids
+
+    def observe() -> tuple[dict[str, Mapping[str, Any]], ExpectationFailed | None]:
+        return access_logs_of(stack, wanted), refused(stack, "logs", traffic.started_ns, what)
+
+    try:
+        _records, rejected = poll_until(observe, lambda o: len(o[0]) >= len(set(wanted)) or o[1] is not None,
+                                        what=f"{len(wanted)} Kong access logs ({what})", timeout=timing.signal,
+                                        interval=0.2)
+    except WaitTimeout as exc:
+        seen = len(exc.last[0]) if isinstance(exc.last, tuple) else 0
+        raise ExpectationFailed("NO_LOGS", f"{seen} of {len(set(wanted))} access logs reached the sink ({what})",
+                                f"{exc}\n{_pipeline_state(stack)}",
+                                Evidence(collector_reachable=probe.collector_reachable(stack),
+                                         expected=len(set(wanted)), seen=seen)) from exc
+    if rejected is not None:
+        raise rejected
+    return [r for r in expect_logs.kong_access_logs(stack.sink.logs()) if expect_logs.request_id(r) in set(wanted)]
 
 
 def check_access_logs(stack: Stack, requests: int = 10, url_path: str = COUPON_PATH) -> list[Mapping[str, Any]]:
     """Every Kong access log of the traffic arrives once, with a clean 32-hex trace_id equal to the LogRecord
-    trace id, and each sampled request's log joins the stored trace with the same request id."""
+    trace id, and each sampled request's log joins the stored trace with the same request id.
+
+    The join is not optional: when the rate in force is above 0 it must run on at least one record."""
     timing = timing_of(stack)
     traffic = send(stack.gateway_url, url_path, requests)
     require_ok(traffic, requests)
-    wanted = set(traffic.request_ids)
-
-    def ours() -> list[Mapping[str, Any]]:
-        return [r for r in expect_logs.kong_access_logs(stack.sink.logs()) if expect_logs.request_id(r) in wanted]
-
-    try:
-        records = poll_until(ours, lambda rs: len(rs) >= len(wanted), what=f"{len(wanted)} Kong access logs",
-                             timeout=timing.signal, interval=0.3)
-    except WaitTimeout as exc:
-        records = list(exc.last) if isinstance(exc.last, list) else []
-        if not records:
-            raise ExpectationFailed("NO_LOGS", f"none of {len(wanted)} access logs reached the sink",
-                                    f"{exc}\n{_pipeline_state(stack)}") from exc
+    records = wait_for_access_logs(stack, traffic, "the logs claim's traffic")
     expect_logs.assert_one_record_per_request(records, traffic.request_ids)
     expect_logs.assert_clean_trace_ids(records, min_records=requests)
-    sampled = [r for r in records if _sampled(r) is not False]
-    if sampled:
-        trace_ids = {str(r["trace_id"]) for r in sampled}
-
-        def roots() -> list[Mapping[str, Any]]:
-            return [s for s in stack.sink.spans(name="kong") if s["trace_id"] in trace_ids]
-
-        with contextlib.suppress(WaitTimeout):
-            poll_until(roots, lambda rs: len(rs) >= len(trace_ids), what="the traces of the logged requests",
-                       timeout=timing.signal, interval=0.3)
-        expect_logs.assert_joins_traces(sampled, roots())
+    sampled = [r for r in records if kong_sampled(r) is not False]
+    rate = effective_rate(stack)
+    if not sampled:
+        if rate > 0:
+            raise ExpectationFailed("JOIN_NOT_RUN", f"rate {rate} in force, yet Kong sampled none of {len(records)} "
+                                    "logged requests: the log-to-trace join would check nothing",
+                                    evidence=Evidence(expected=1, seen=0, facts={"rate_in_force": rate}))
+        return records
+    ids = [expect_logs.request_id(r) for r in sampled]
+    with contextlib.suppress(WaitTimeout):  # the join below reports what did not arrive
+        poll_until(lambda: kong_roots_of(stack, ids), lambda roots: len(roots) >= len(set(ids)),
+                   what="the Kong roots of the logged requests", timeout=timing.signal, interval=0.2)
+    roots = list(kong_roots_of(stack, ids).values())
+    trace_ids = {str(r["trace_id"]) for r in sampled}
+    roots += [s for s in stack.sink.spans(name="kong") if s["trace_id"] in trace_ids and s not in roots]
+    expect_logs.assert_joins_traces(sampled, roots)
     return records
-
-
-# -------------------------------------------------------------------------------------------------- sampling
-
-def count_traced(stack: Stack, traffic: Traffic) -> int:
-    """How many of the traffic's requests have a Kong root span at the sink, once the pipeline has flushed.
-
-    Flushed means: every access log of the traffic arrived (same collector, so the pipeline is moving), then the
-    number of traced requests stayed unchanged for ``settle`` seconds (Kong's queue coalesces for ~1 s).
-    """
-    timing = timing_of(stack)
-    wanted = set(traffic.request_ids)
-    with contextlib.suppress(WaitTimeout):
-        poll_until(lambda: [r for r in expect_logs.kong_access_logs(stack.sink.logs())
-                            if expect_logs.request_id(r) in wanted],
-                   lambda rs: len(rs) >= len(wanted), what="the access logs of the sampling traffic",
-                   timeout=timing.signal, interval=0.5)
-
-    def traced() -> int:
-        return sum(1 for s in stack.sink.spans(name="kong")
-                   if s.get("attributes", {}).get("kong.request.id") in wanted)
-
-    from otelgate.waiting import wait_stable
-
-    return wait_stable(traced, what="the traced count to settle", timeout=timing.signal, quiet=timing.settle / 2)
-
-
-def sampled_traceparents(trace_ids: Sequence[str]) -> list[dict[str, str]]:
-    """One incoming W3C context per trace id, flagged sampled (Kong 3.8+ still runs its ratio sampler on it)."""
-    return [{"traceparent": f"00-{tid}-{'1' * 16}-01"} for tid in trace_ids]
-
-
-def check_sampling_rate(stack: Stack, rate: float, requests: int = 200, url_path: str = PRICING_PATH,
-                        trace_ids: Sequence[str] | None = None) -> expect_sampling.Fraction:
-    """At Kong sampling rate ``rate``, the traced fraction of ``requests`` is consistent with ``rate`` (exact at
-    0 and 1, else inside the 95% Wilson interval).
-
-    With ``trace_ids`` each request carries ``traceparent: 00-<id>-...-01`` (Kong still runs its sampler on the
-    incoming id); without, Kong makes up the ids.
-    """
-    headers = None if trace_ids is None else sampled_traceparents(trace_ids)
-    traffic = send(stack.gateway_url, url_path, requests, headers_per_request=headers)
-    require_ok(traffic, requests)
-    return expect_sampling.assert_rate(count_traced(stack, traffic), len(traffic.request_ids), rate)
-
-
-def check_deterministic_sampling(stack: Stack, rate: float, fractions: Sequence[float] = (0.05, 0.3, 0.45, 0.55,
-                                                                                         0.7, 0.95)) -> None:
-    """Requests carrying crafted W3C trace ids are traced exactly when Kong's sampler says so."""
-    trace_ids = [expect_sampling.trace_id_with_fraction(f, tail=f"{i:016x}") for i, f in enumerate(fractions)]
-    traffic = send(stack.gateway_url, PRICING_PATH, len(trace_ids), headers_per_request=sampled_traceparents(trace_ids))
-    require_ok(traffic, len(trace_ids))
-    count_traced(stack, traffic)
-    stored = {s["trace_id"] for s in stack.sink.spans(name="kong")}
-    wrong = [f"{tid}: Kong samples={expect_sampling.kong_samples(tid, rate)}, stored={tid in stored}"
-             for tid in trace_ids if expect_sampling.kong_samples(tid, rate) != (tid in stored)]
-    if wrong:
-        raise ExpectationFailed("SAMPLING_DECISION", f"{len(wrong)} crafted trace id(s) decided unlike Kong at "
-                                f"rate {rate} ({PRICING_PATH})", "\n".join(wrong))
 
 
 # ------------------------------------------------------------------------------------------------- controls
@@ -310,13 +426,16 @@ def applied(stack: Stack, **changes: Any) -> Iterator[Stack]:
 ROUTE_PATHS = {"coupon-route": COUPON_PATH, "inventory-route": "/inventory", "pricing-route": PRICING_PATH}
 
 
-def warm_up(stack: Stack) -> None:
-    """Send one request per route and wait until all three signals arrived for them.
+def prime(stack: Stack) -> dict[str, bool]:
+    """Send one request per route and wait until all three signals arrived for them, or until the time is up or
+    the sink refused a signal; return which signals arrived. Never raises on a missing signal: that is the
+    matching claim's verdict to give, with its cause and evidence (readiness is not a verdict).
 
-    Afterwards every route's Kong series exists (a later delta sum starts from a known point), the collector's
-    exporters have connected, and a check that fails is not failing because the pipeline was still starting.
+    Afterwards every route's Kong series exists (a later delta sum starts from a known point) and the collector's
+    exporters have connected.
     """
     timing = timing_of(stack)
+    started = now_ns()
     request_ids: list[str] = []
     for path in ROUTE_PATHS.values():
         traffic = send(stack.gateway_url, path)
@@ -325,17 +444,28 @@ def warm_up(stack: Stack) -> None:
     ended = now_ns()
 
     def arrived() -> dict[str, bool]:
-        roots = {s.get("attributes", {}).get("kong.request.id") for s in stack.sink.spans(name="kong")}
-        logged = {expect_logs.request_id(r) for r in expect_logs.kong_access_logs(stack.sink.logs())}
         routes = {p["attributes"].get("route") for p in stack.sink.metric_points(name=REQUEST_COUNTER)
-                  if int(p["time_unix_nano"]) > ended + 1_100_000_000}
-        return {"traces": all(r in roots for r in request_ids),
-                "logs": all(r in logged for r in request_ids),
+                  if int(p["time_unix_nano"]) > ended + KONG_SYNC_NS}
+        return {"traces": len(kong_roots_of(stack, request_ids)) == len(request_ids),
+                "logs": len(access_logs_of(stack, request_ids)) == len(request_ids),
                 "metrics": set(ROUTE_PATHS) <= routes}
 
+    def settled(state: dict[str, bool]) -> bool:
+        return all(state[signal] or refused(stack, signal, started, "warm-up") is not None for signal in state)
+
     try:
-        poll_until(arrived, lambda state: all(state.values()), what="traces, metrics and logs of the warm-up",
-                   timeout=timing.signal + timing.scrape, interval=0.5)
+        return poll_until(arrived, settled, what="traces, metrics and logs of the warm-up",
+                          timeout=timing.signal + timing.scrape, interval=0.3)
     except WaitTimeout as exc:
+        return dict(exc.last) if isinstance(exc.last, dict) else {"traces": False, "logs": False, "metrics": False}
+
+
+def warm_up(stack: Stack) -> None:
+    """:func:`prime`, and fail (``WARM_UP``) unless all three signals arrived."""
+    state = prime(stack)
+    if not all(state.values()):
+        missing = [signal for signal, ok in state.items() if not ok]
         raise ExpectationFailed("WARM_UP", "the pipeline did not deliver all three signals for the warm-up "
-                                "requests", f"{exc}\n{_pipeline_state(stack)}") from exc
+                                f"requests (missing: {', '.join(missing)})", _pipeline_state(stack),
+                                Evidence(facts={"arrived": state}))
+

@@ -36,8 +36,8 @@ __all__ = [
     "assert_clean_trace_ids",
     "assert_complete",
     "assert_contiguous_windows",
-    "assert_decisions",
     "assert_count",
+    "assert_decisions",
     "assert_joins_traces",
     "assert_no_rejections",
     "assert_one_trace",
@@ -45,7 +45,7 @@ __all__ = [
     "assert_rate",
     "assert_service_path",
     "kong_access_logs",
-    "kong_root_for_request",
     "kong_decides",
+    "kong_root_for_request",
     "wilson_interval",
 ]

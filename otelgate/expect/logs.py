@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from otelgate.expect.errors import ExpectationFailed, require
+from otelgate.expect.errors import Evidence, ExpectationFailed, require
 
 LogRecord = Mapping[str, Any]
 CLEAN_TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -89,9 +89,12 @@ def assert_clean_trace_ids(records: Sequence[LogRecord], min_records: int = 1) -
         if problem:
             bad.append(f"{problem}\n{_line(record)}")
     if bad:
-        cause = "WRAPPED_TRACE_ID" if any("is a map" in b for b in bad) else "UNCLEAN_TRACE_ID"
+        wrapped = sum(1 for b in bad if "is a map" in b)
+        cause = "WRAPPED_TRACE_ID" if wrapped else "UNCLEAN_TRACE_ID"
         raise ExpectationFailed(cause, f"{len(bad)} of {len(access)} access-log record(s) lack a clean trace_id",
-                                "\n".join(bad[:10]))
+                                "\n".join(bad[:10]), Evidence(expected=len(access), seen=len(access) - len(bad),
+                                                              facts={"wrapped_trace_ids": wrapped,
+                                                                     "unclean_trace_ids": len(bad) - wrapped}))
 
 
 def assert_joins_traces(records: Sequence[LogRecord], spans: Sequence[Mapping[str, Any]]) -> None:
@@ -99,17 +102,24 @@ def assert_joins_traces(records: Sequence[LogRecord], spans: Sequence[Mapping[st
     access = kong_access_logs(records)
     require("Kong access-log records", access)
     roots = {s["trace_id"]: s for s in spans if s["name"] == "kong"}
+    by_request = {s.get("attributes", {}).get("kong.request.id"): s for s in roots.values()}
     unjoined: list[str] = []
+    elsewhere = 0  # the request's trace is stored, under another id than the log names
     for record in access:
         root = roots.get(str(record.get("trace_id")))
+        own = by_request.get(request_id(record))
+        elsewhere += own is not None and own["trace_id"] != record.get("trace_id")
         if root is None:
-            unjoined.append(f"no stored Kong trace with this id\n{_line(record)}")
+            where = f"; its Kong root is stored as trace {own['trace_id']}" if own is not None else ""
+            unjoined.append(f"no stored Kong trace with this id{where}\n{_line(record)}")
         elif root.get("attributes", {}).get("kong.request.id") != request_id(record):
             unjoined.append(f"trace root has kong.request.id={root['attributes'].get('kong.request.id')}\n"
                             f"{_line(record)}")
     if unjoined:
         raise ExpectationFailed("LOG_TRACE_JOIN", f"{len(unjoined)} access-log record(s) do not join a trace",
-                                "\n".join(unjoined[:10]))
+                                "\n".join(unjoined[:10]),
+                                Evidence(expected=len(access), seen=len(access) - len(unjoined),
+                                         facts={"unjoined": len(unjoined), "trace_stored_under_other_id": elsewhere}))
 
 
 def assert_one_record_per_request(records: Sequence[LogRecord], request_ids: Sequence[str]) -> None:
@@ -123,4 +133,6 @@ def assert_one_record_per_request(records: Sequence[LogRecord], request_ids: Seq
         raise ExpectationFailed("LOG_COUNT_MISMATCH",
                                 f"{len(request_ids)} requests sent; missing {len(missing)} record(s), "
                                 f"{len(duplicates)} duplicated",
-                                f"  missing: {missing[:10]}\n  duplicated: {duplicates[:10]}")
+                                f"  missing: {missing[:10]}\n  duplicated: {duplicates[:10]}",
+                                Evidence(expected=len(wanted), seen=len(wanted) - len(missing),
+                                         facts={"duplicated": len(duplicates)}))

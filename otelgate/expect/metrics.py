@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from otelgate.expect.errors import ExpectationFailed, require
+from otelgate.expect.errors import Evidence, ExpectationFailed, Rejection, require
 
 Point = Mapping[str, Any]
 AGGREGATED_TYPES = ("sum", "histogram", "exponential_histogram")
@@ -45,7 +45,15 @@ def must_be_delta(point: Point) -> bool:
 
 
 def assert_all_delta(points: Sequence[Point], min_points: int = 1) -> None:
-    """Every point that Dynatrace requires as DELTA (monotonic sums, histograms) is DELTA."""
+    """Every point that Dynatrace requires as DELTA (monotonic sums, histograms) is DELTA.
+
+    What it adds beyond the sink's rejection check (:func:`assert_no_rejections`): the Dynatrace-profile sink, like
+    Dynatrace, rejects such cumulative points and never stores them, so against it this check sees only DELTA points
+    and fails only on missing data (it refuses to pass without ``min_points`` aggregated points). It is the check
+    that catches CUMULATIVE points where nothing rejects them: the sink's plain ``otlp`` profile, a dump of another
+    backend under ``otelgate replay``, or your own tests on collector output. The negative control for a missing
+    ``cumulative_to_delta`` therefore expects ``SINK_REJECTIONS`` with Dynatrace's reason, not this cause.
+    """
     aggregated = [p for p in points if must_be_delta(p)]
     require("sum/histogram points", aggregated, min_points)
     cumulative = [p for p in aggregated if p.get("temporality") != "DELTA"]
@@ -98,7 +106,7 @@ def assert_count(points: Sequence[Point], expected: int, field: str, what: str) 
     total = delta_total(points, field)
     if total != expected:
         raise ExpectationFailed("COUNT_MISMATCH", f"{what}: sum of deltas is {total:g}, expected {expected}",
-                                describe_points(points))
+                                describe_points(points), Evidence(expected=expected, seen=int(total)))
 
 
 def assert_attribute_everywhere(points: Sequence[Point], key: str, value: Any = None) -> None:
@@ -119,7 +127,8 @@ def assert_no_rejections(rejections: Sequence[Mapping[str, Any]], signal: str | 
         lines = "\n".join(f"  {r.get('signal')} {r.get('http_status')} {r.get('reason')}: "
                           f"{str(r.get('message'))[:300]}" for r in relevant[:10])
         raise ExpectationFailed("SINK_REJECTIONS", f"the sink rejected {len(relevant)} time(s): {', '.join(reasons)}",
-                                lines)
+                                lines, Evidence(rejections=tuple(Rejection.from_record(r) for r in relevant),
+                                                hop="collector -> sink", collector_reachable=True))
 
 
 def wait_window_total(

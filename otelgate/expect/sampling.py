@@ -151,7 +151,7 @@ def stratified_trace_ids(count: int, seed: int) -> list[str]:
 
 
 def stratified_count(count: int, rate: float) -> int:
-    """How many of :func:`stratified_trace_ids` ``(count)`` Kong samples at ``rate``: those with (i+0.5)/count < rate."""
+    """How many of ``stratified_trace_ids(count)`` Kong samples at ``rate`` (those with (i+0.5)/count < rate)."""
     if rate >= 1:
         return count
     if rate <= 0:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from otelgate.expect.errors import ExpectationFailed, require
+from otelgate.expect.errors import Evidence, ExpectationFailed, require
 
 Span = Mapping[str, Any]
 
@@ -119,7 +119,8 @@ def assert_service_path(tree: TraceTree, path: Sequence[str]) -> list[Span]:
     servers = tree.find(service=path[0], kind="SERVER")
     if not servers:
         raise ExpectationFailed("BROKEN_PATH", f"no SERVER span of {path[0]!r}; services seen: {tree.services()}",
-                                tree.render())
+                                tree.render(), Evidence(hop=f"-> {path[0]}",
+                                                        facts={"services_in_trace": tree.services()}))
     hops = [servers[0]]
     for previous, service in itertools.pairwise(path):
         candidates = tree.find(service=service, kind="SERVER")
@@ -128,7 +129,10 @@ def assert_service_path(tree: TraceTree, path: Sequence[str]) -> list[Span]:
             why = (f"no SERVER span of {service!r}" if not candidates
                    else f"the SERVER span of {service!r} does not descend from a CLIENT span of {previous!r}")
             raise ExpectationFailed("BROKEN_PATH", f"hop {previous} -> {service}: {why}",
-                                    tree.render(mark=[s["span_id"] for s in candidates]))
+                                    tree.render(mark=[s["span_id"] for s in candidates]),
+                                    Evidence(hop=f"{previous} -> {service}",
+                                             facts={"services_in_trace": tree.services(),
+                                                    f"{service}_server_spans_elsewhere": not candidates}))
         hops.append(linked[0])
     return hops
 

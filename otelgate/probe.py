@@ -1,0 +1,77 @@
+"""Live evidence about a running stack for the claims: is the collector reachable, what did the sink refuse since a
+moment, and what does the collector's own telemetry say about its exporters.
+
+Everything here is bounded (short HTTP timeouts) and returns None for "could not tell" instead of guessing: a
+stack that does not publish the collector's URLs (see :func:`collector_url`) yields no collector evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from otelgate.expect.errors import Rejection
+from otelgate.stacks.base import Stack
+
+HEALTH_URL_KEY = "collector health"
+TELEMETRY_URL_KEY = "collector own metrics"
+SEND_FAILED = re.compile(r'^(otelcol_exporter_send_failed_[a-z_]+?)(?:_total)?\{([^}]*)\}\s+([0-9.eE+-]+)\s*$')
+
+
+def collector_url(stack: Stack, key: str) -> str | None:
+    """The collector URL the stack publishes under ``key`` in ``stack.urls()`` (None when it publishes none)."""
+    urls = getattr(stack, "urls", None)
+    if not callable(urls):
+        return None
+    try:
+        published = urls()
+    except Exception:  # a stack mid-reconfiguration may not know its URLs
+        return None
+    value = published.get(key) if isinstance(published, Mapping) else None
+    return str(value) if value else None
+
+
+def collector_reachable(stack: Stack, timeout: float = 1.0) -> bool | None:
+    """True if the collector's health endpoint answers, False if nothing listens there, None if unknown."""
+    url = collector_url(stack, HEALTH_URL_KEY)
+    if url is None:
+        return None
+    try:
+        httpx.get(url, timeout=timeout)
+    except httpx.ConnectError:
+        return False
+    except httpx.HTTPError:
+        return None  # something listens but did not answer in time: not evidence of "down"
+    return True
+
+
+def exporter_send_failures(stack: Stack, exporter: str = "otlp_http/dynatrace",
+                           timeout: float = 1.0) -> dict[str, float] | None:
+    """``otelcol_exporter_send_failed_*`` of ``exporter`` from the collector's own metrics (None if unavailable)."""
+    url = collector_url(stack, TELEMETRY_URL_KEY)
+    if url is None:
+        return None
+    try:
+        text = httpx.get(url, timeout=timeout).text
+    except httpx.HTTPError:
+        return None
+    failures: dict[str, float] = {}
+    for line in text.splitlines():
+        match = SEND_FAILED.match(line)
+        if match and f'exporter="{exporter}"' in match.group(2):
+            name = match.group(1).removeprefix("otelcol_exporter_send_failed_")
+            failures[name] = failures.get(name, 0.0) + float(match.group(3))
+    return failures
+
+
+def rejections_since(stack: Stack, after_ns: int, signal: str | None = None) -> list[Rejection]:
+    """The sink's refusals recorded at or after ``after_ns`` (of ``signal``, or all)."""
+    return [Rejection.from_record(r) for r in _records_since(stack.sink.rejections(), after_ns)
+            if signal is None or r.get("signal") in (signal, None)]
+
+
+def _records_since(records: Sequence[Mapping[str, Any]], after_ns: int) -> list[Mapping[str, Any]]:
+    return [r for r in records if float(r.get("at", 0)) * 1e9 >= after_ns]
