@@ -1,7 +1,7 @@
 """`deck file validate manifests/kong/kong.yaml` with real decK (built from the Go module proxy into
 ~/.cache/otelgate/deck/<version>+<overrides>/, or OTELGATE_DECK / `deck` on PATH).
 
-The build is decK v1.64.0 with vacuum v0.29.7 / doctor v0.0.78 (see ``otelgate.lint.DECK_REQUIRE_OVERRIDES``: the
+The build is decK v1.64.0 with vacuum v0.29.7 / doctor v0.0.78 (see ``otelgate.deck.DECK_REQUIRE_OVERRIDES``: the
 proxy refuses doctor v0.0.72). The first run builds it (about 5 minutes on 2 cores), later runs use the cache. When
 decK cannot be obtained the tests SKIP with the reason, unless OTELGATE_REQUIRE_DECK=1 makes that a failure.
 `otelgate lint` covers kong.yaml's cross-references either way (tests/test_manifests_lint.py).
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from otelgate.lint import DECK_VERSION, DeckUnavailable, deck_cache_dir, deck_file_validate, find_deck
+from otelgate.deck import DECK_VERSION, DeckUnavailable, deck_cache_dir, deck_file_validate, find_deck
 
 REPO = Path(__file__).resolve().parents[1]
 KONG_YAML = REPO / "manifests" / "kong" / "kong.yaml"
