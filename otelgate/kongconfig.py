@@ -16,6 +16,7 @@ import copy
 import fnmatch
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ def _unsupported(v: Any) -> str | None:
 Spec = dict[str, tuple[Check, Any]]
 
 QUEUE_SPEC: Spec = {
-    "max_batch_size": (_int(1, 1_000_000), 200),  # the opentelemetry plugin's default (§4); queue_schema says 1
+    # the opentelemetry plugin's default (docs/reference/kong-3.9.md#queue-defaults); queue_schema says 1
+    "max_batch_size": (_int(1, 1_000_000), 200),
     "max_coalescing_delay": (_number(0, 3600), 1),
     "max_entries": (_int(1, 1_000_000), 10_000),
     "max_bytes": (_unsupported, None),
@@ -266,6 +268,9 @@ def _paths(v: Any) -> str | None:
     return None
 
 
+# Kong 3.9.1 routes schema (kong/db/schema/entities/routes.lua:148-203) under the default router_flavor
+# traditional_compatible (kong/templates/kong_defaults.lua:189): `expression` and `priority` exist only with the
+# expressions flavor (routes.lua:209-219), so they are unknown fields here, as in Kong.
 ROUTE_SPEC: Spec = {
     "id": (_string, None),
     "name": (_string, None),
@@ -280,10 +285,8 @@ ROUTE_SPEC: Spec = {
     "snis": (_unsupported, None),
     "sources": (_unsupported, None),
     "destinations": (_unsupported, None),
-    "expression": (_unsupported, None),
     "https_redirect_status_code": (_only_default(426), 426),
     "regex_priority": (_only_default(0), 0),
-    "priority": (_only_default(0), 0),
     "path_handling": (_only_default("v0"), "v0"),
     "request_buffering": (_only_default(True), True),
     "response_buffering": (_only_default(True), True),
@@ -397,6 +400,13 @@ def _service_location(svc: dict[str, Any], where: str, problems: list[str]) -> t
     return protocol, svc.get("host") or "", svc.get("port") or (443 if protocol == "https" else 80), svc.get("path")
 
 
+def _timestamps() -> dict[str, int]:
+    """``created_at``/``updated_at`` (``typedefs.auto_timestamp_s``: whole seconds, set when the config is loaded;
+    routes.lua:150-151, services.lua:30-31)."""
+    now = int(time.time())
+    return {"created_at": now, "updated_at": now}
+
+
 def _entity_id(explicit: Any, kind: str, key: str) -> str:
     return str(explicit) if explicit else str(uuid.uuid5(_ID_NAMESPACE, f"{kind}:{key}"))
 
@@ -410,7 +420,7 @@ def _parse_routes(svc: dict[str, Any], svc_id: str, where: str, problems: list[s
             continue
         route_id = _entity_id(route.get("id"), "routes", route.get("name") or f"{svc_id}:{r_index}")
         entity = {k: v for k, v in route.items() if v is not None}
-        entity.update(id=route_id, service={"id": svc_id}, ws_id=DEFAULT_WORKSPACE_ID)
+        entity.update(id=route_id, service={"id": svc_id}, ws_id=DEFAULT_WORKSPACE_ID, **_timestamps())
         routes.append(Route(id=route_id, name=route.get("name"), paths=tuple(route.get("paths") or ()),
                             strip_path=bool(route["strip_path"]), preserve_host=bool(route["preserve_host"]),
                             protocols=tuple(route["protocols"]), entity=entity))
@@ -433,7 +443,8 @@ def _parse_services(doc: dict[str, Any], problems: list[str]) -> tuple[Service, 
             problems.append(f"{where}: protocol {protocol!r} not implemented by the Kong simulator")
         svc_id = _entity_id(svc.get("id"), "services", svc.get("name") or f"#{index}")
         entity = {k: v for k, v in svc.items() if v is not None and k not in ("routes", "url", "plugins")}
-        entity.update(id=svc_id, protocol=protocol, host=host, port=port, ws_id=DEFAULT_WORKSPACE_ID)
+        entity.update(id=svc_id, protocol=protocol, host=host, port=port, ws_id=DEFAULT_WORKSPACE_ID,
+                      **_timestamps())
         if path:
             entity["path"] = path
         services.append(Service(
@@ -450,7 +461,8 @@ def _parse_otel(config: dict[str, Any], where: str, problems: list[str]) -> None
         problems.append(f"{where}.traces_endpoint: required (Kong needs traces_endpoint or logs_endpoint; the "
                         "simulator implements traces only)")
     queue = config.get("queue") or {}
-    # deprecated fields win when they differ from their old defaults (kong/tools/queue.lua ~L487-502, §4)
+    # deprecated fields win when they differ from their old defaults
+    # (Kong/kong@3.9.1 kong/tools/queue.lua:487-502, docs/reference/kong-3.9.md#queue-defaults)
     if config.get("batch_span_count") not in (None, 200):
         queue = {**queue, "max_batch_size": config["batch_span_count"]}
     if config.get("batch_flush_delay") not in (None, 3):

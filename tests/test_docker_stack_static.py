@@ -509,7 +509,8 @@ def test_daemon_check_without_the_docker_sdk_uses_the_engine_ping(tmp_path: Path
 
 
 def test_the_canary_is_sampled_at_every_rate_above_zero() -> None:
-    """Kong's ratio sampler (Kong reference 7.2): sampled iff the first 8 bytes, little-endian, < rate * 2**64."""
+    """Kong's ratio sampler (docs/reference/kong-3.9.md#ratio-sampler): sampled iff the first 8 bytes,
+    little-endian, < rate * 2**64."""
     for _ in range(50):
         trace_id, traceparent = kong_evidence.canary_traceparent()
         assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", traceparent)

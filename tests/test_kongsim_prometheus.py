@@ -1,5 +1,6 @@
-"""Fidelity of the Kong simulator's Prometheus exposition (a test double of Kong 3.9) against the reference §11-12:
-names, HELP texts, TYPE lines, label order, buckets, ``le`` formatting, alphabetical families, gating."""
+"""Fidelity of the Kong simulator's Prometheus exposition (a test double of Kong 3.9) against
+docs/reference/kong-3.9.md (#prometheus, #status-api): names, HELP texts, TYPE lines, label order, buckets,
+``le`` formatting, alphabetical families, gating."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from kongsim_fakes import running_stack
 from otelgate.kongsim.prometheus import KONG_LATENCY_BUCKETS, UPSTREAM_LATENCY_BUCKETS, NodeStats, Registry
 from otelgate.waiting import poll_until
 
-# §11.3 and the HELP table under it (copied from the reference, which copied them from Kong's code)
+# docs/reference/kong-3.9.md#help-texts (read from Kong's exporter.lua at 3.9.1)
 HELP = {
     "kong_http_requests_total": "HTTP status codes per consumer/service/route in Kong",
     "kong_kong_latency_ms": "Latency added by Kong and enabled plugins for each service/route in Kong",
@@ -84,7 +85,8 @@ def test_exposition_for_a_known_request_mix() -> None:
     keys = [f"{n}{{{','.join(f'{k}={v}' for k, v in labels)}}}" for n, labels, _ in series]
     assert len(keys) == len(set(keys)), "every series once"
 
-    # kong_http_requests_total: label order, values; the no-route request records nothing (§11.2)
+    # kong_http_requests_total: label order, values; the no-route request records nothing
+    # (docs/reference/kong-3.9.md#metrics-and-labels)
     requests = {tuple(labels): value for name, labels, value in series if name == "kong_http_requests_total"}
     assert requests == {
         (("service", "coupon"), ("route", "coupon-route"), ("code", "200"), ("source", "service"),
@@ -93,7 +95,7 @@ def test_exposition_for_a_known_request_mix() -> None:
          ("workspace", "default"), ("consumer", "")): "1",
     }
     assert 'kong_http_requests_total{service="coupon",route="coupon-route",code="200",source="service",' \
-           'workspace="default",consumer=""} 2' in lines  # the §11.3 line, literally
+           'workspace="default",consumer=""} 2' in lines  # docs/reference/kong-3.9.md#help-texts, literally
 
     # histograms: label order service, route, workspace, le; le without padding; +Inf last; cumulative
     for family, buckets in (("kong_kong_latency_ms", KONG_LATENCY_BUCKETS),
@@ -121,7 +123,7 @@ def test_exposition_for_a_known_request_mix() -> None:
                for labels, _ in bandwidth)
     assert all(int(v) > 0 for _labels, v in bandwidth)
 
-    # always-present gauges (§11.2)
+    # always-present gauges (docs/reference/kong-3.9.md#metrics-and-labels)
     assert "kong_datastore_reachable 1" in lines
     assert f'kong_node_info{{node_id="{node_id}",version="3.9.1"}} 1' in lines
     assert "kong_nginx_metric_errors_total 0" in lines

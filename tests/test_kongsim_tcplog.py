@@ -1,5 +1,6 @@
-"""Fidelity of the Kong simulator's tcp-log lines (a test double of Kong 3.9) against the reference §9-10: serializer
-fields, the trace_id shape with and without the custom_fields_by_lua unwrap, Kong's set/delete/nested-key
+"""Fidelity of the Kong simulator's tcp-log lines (a test double of Kong 3.9) against docs/reference/kong-3.9.md
+(#serialized-trace-id, #tcp-log): serializer fields, the trace_id shape with and without the custom_fields_by_lua
+unwrap, Kong's set/delete/nested-key
 semantics, Lua errors, framing and the kept-alive connection."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def test_one_line_fields_and_plain_trace_id_with_the_unwrap() -> None:
         port = st.sim.listeners.proxy_port
         upstream_port = int(st.upstream.url.rsplit(":", 1)[1])
 
-    # one JSON object per line, cjson escaping of "/" (§10.2)
+    # one JSON object per line, cjson escaping of "/" (docs/reference/kong-3.9.md#framing-and-delivery)
     assert "\n" not in raw and raw.startswith("{") and raw.endswith("}")
     assert '"uri":"\\/coupon\\/coupons?limit=2&verbose"' in raw
 
@@ -46,16 +47,16 @@ def test_one_line_fields_and_plain_trace_id_with_the_unwrap() -> None:
     request = line["request"]
     assert request["id"] == request_id
     assert request["uri"] == "/coupon/coupons?limit=2&verbose"
-    assert request["url"] == f"http://127.0.0.1:{port}/coupon/coupons?limit=2&verbose"  # with port (§10.3)
+    assert request["url"] == f"http://127.0.0.1:{port}/coupon/coupons?limit=2&verbose"  # with port
     assert request["querystring"] == {"limit": "2", "verbose": True}
     assert request["method"] == "GET"
     assert request["headers"]["authorization"] == "REDACTED"
-    # the injected traceparent, carrying the kong.balancer span id (§10.3, §9)
+    # the injected traceparent, carrying the kong.balancer span id (docs/reference/kong-3.9.md#serialized-trace-id)
     assert request["headers"]["traceparent"] == f"00-{TRACE}-{balancer.span_id.hex()}-01"
     assert isinstance(request["size"], int) and request["size"] > 0
 
     assert line["upstream_uri"] == "/coupons?limit=2&verbose"
-    assert line["upstream_status"] == "200"  # a string (§10.3)
+    assert line["upstream_status"] == "200"  # a string (docs/reference/kong-3.9.md#serializer-fields)
     assert line["response"]["status"] == 200 and line["response"]["size"] > 0
     assert line["response"]["headers"]["x-kong-request-id"] == request_id
     assert line["response"]["headers"]["via"] == "1.1 kong/3.9.1"
@@ -72,7 +73,8 @@ def test_one_line_fields_and_plain_trace_id_with_the_unwrap() -> None:
     assert abs(line["started_at"] - line["tries"][0]["balancer_start"]) < 5000
     assert line["source"] == "upstream"
     assert line["workspace_name"] == "default" and re.fullmatch(r"[0-9a-f-]{36}", line["workspace"])
-    # the unwrap in kong.yaml: a plain 32-hex string equal to the trace (§10.4)
+    # the unwrap in kong.yaml: a plain 32-hex string equal to the trace
+    # (docs/reference/kong-3.9.md#custom_fields_by_lua)
     assert line["trace_id"] == TRACE and HEX32.fullmatch(line["trace_id"])
     assert set(line) == {"request", "upstream_uri", "upstream_status", "response", "latencies", "tries", "route",
                          "service", "client_ip", "started_at", "source", "workspace", "workspace_name", "trace_id"}
@@ -84,7 +86,7 @@ def test_without_the_unwrap_trace_id_is_kongs_map() -> None:
         httpx.get(f"{st.proxy}/nowhere", timeout=5)
         lines = wait_lines(st, 2)
     by_uri = {line["request"]["uri"]: line for line in lines}
-    assert by_uri["/coupon/coupons"]["trace_id"] == {"w3c": TRACE}  # §9 default shape
+    assert by_uri["/coupon/coupons"]["trace_id"] == {"w3c": TRACE}  # docs/reference/kong-3.9.md#serialized-trace-id
     # the opentelemetry access phase never ran (no route): no trace_id at all, Kong's own 404 (source kong)
     no_route = by_uri["/nowhere"]
     assert "trace_id" not in no_route and "route" not in no_route and "service" not in no_route

@@ -1,4 +1,4 @@
-"""One test per row of the behaviour matrix (reference dynatrace-otlp-ingest.md §11), over real HTTP.
+"""One test per row of the behaviour matrix (docs/reference/dynatrace-otlp.md#behaviour-matrix), over real HTTP.
 
 After every test the sink must still accept a valid request (autouse fixture ``_still_serving``).
 """

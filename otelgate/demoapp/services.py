@@ -1,6 +1,6 @@
 """The four demo services as Flask apps. No OpenTelemetry imports: instrumentation is injected from outside.
 
-API (as the cluster's demo images, see the prior-art reference §2.8):
+API (as the cluster's demo images, odigos-io/simple-demo: e.g. coupon/app.js@20a6d0b:40-99 for coupon):
 - coupon: ``GET /coupons`` and ``POST /apply-coupon``, both call membership ``GET /isMember``.
   Unlike the upstream Node image (whose request hangs when membership fails), coupon calls membership with a
   client timeout and answers 502 with a JSON error, so a broken hop shows up as an error, never as a hang.

@@ -38,7 +38,8 @@ def describe_points(points: Iterable[Point], limit: int = 15) -> str:
 
 def must_be_delta(point: Point) -> bool:
     """Monotonic sums and histograms must be DELTA for Dynatrace. Gauges carry no temporality, and a cumulative
-    non-monotonic sum (an UpDownCounter) is accepted as a gauge (dynatrace-otlp-ingest.md §5.1)."""
+    non-monotonic sum (an UpDownCounter) is accepted as a gauge
+    (docs/reference/dynatrace-otlp.md#metric-temporality-rules)."""
     if point.get("type") == "sum":
         return point.get("monotonic") is not False
     return point.get("type") in AGGREGATED_TYPES

@@ -1,6 +1,6 @@
 """The Kong simulator's Status API and Admin API (the simulator is a TEST DOUBLE of Kong 3.9, not Kong).
 
-Status API (reference §12): ``GET /status``, ``GET /status/ready``, ``GET /metrics``.
+Status API (docs/reference/kong-3.9.md#status-api): ``GET /status``, ``GET /status/ready``, ``GET /metrics``.
 Admin API: ``GET /status``, ``GET /metrics``, ``POST /config`` (DB-less reload: the body is a declarative config
 as JSON or YAML, raw or in a ``config`` form field; it is validated completely before it replaces the running one).
 """

@@ -1,8 +1,9 @@
 """Kong 3.9's prometheus plugin exposition, as the Kong simulator (a TEST DOUBLE, not Kong) reproduces it.
 
-Pinned to the reference §11-12 and to the storage model of Kong's bundled nginx-lua-prometheus: every series is a
-full key ``name{labels}`` in one dictionary; the exposition sorts all keys alphabetically and prints ``# HELP`` /
-``# TYPE`` before the first key of each family. Consequences that real Kong shows too and this module keeps:
+Pinned to docs/reference/kong-3.9.md#prometheus (and #status-api) and to the storage model of Kong's bundled
+nginx-lua-prometheus: every series is a full key ``name{labels}`` in one dictionary; the exposition sorts all keys
+alphabetically and prints ``# HELP`` / ``# TYPE`` before the first key of each family. Consequences that real
+Kong shows too and this module keeps:
 
 * histogram ``le`` values are stored zero-padded (``0005.0``) so they sort numerically and are printed without the
   padding (``le="5"``); ``+Inf`` is stored as ``Inf`` so it sorts last;
@@ -191,7 +192,8 @@ class Registry:
         put("nginx_requests_total", (node, sub), stats.total_requests)
         put("nginx_timers", ("running",), stats.timers_running)
         put("nginx_timers", ("pending",), stats.timers_pending)
-        put("datastore_reachable", (), 1)  # DB-less: the off connector always connects (§11.2)
+        # DB-less: the off connector always connects (docs/reference/kong-3.9.md#metrics-and-labels)
+        put("datastore_reachable", (), 1)
         put("node_info", (node, KONG_VERSION), 1)
         for name, capacity in SHARED_DICTS.items():
             put("memory_lua_shared_dict_bytes", (node, name, sub), SHARED_DICT_ALLOCATED)

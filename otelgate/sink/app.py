@@ -1,6 +1,7 @@
 """The sink as an ASGI app (starlette): OTLP/HTTP ingest with Dynatrace's rules, and the JSON query API.
 
-Ingest evaluation order (reference §11): route -> auth -> content type -> encoding/size -> decode -> fault
+Ingest evaluation order (docs/reference/dynatrace-otlp.md#behaviour-matrix):
+route -> auth -> content type -> encoding/size -> decode -> fault
 injection -> per-signal rules -> store. Every refusal is answered with a ``google.rpc.Status`` body in the request's
 encoding and recorded as a rejection. The request body is read incrementally; gzip is inflated with a bounded
 ``max_length`` per step, so a gzip bomb is refused once the cap is passed, without ever holding more than the cap.

@@ -11,9 +11,10 @@ ProfileName = Literal["dynatrace", "otlp"]
 PROFILES: tuple[str, ...] = ("dynatrace", "otlp")
 
 MB = 1024 * 1024
-# Dynatrace access limits, uncompressed (reference §4)
+# Dynatrace access limits, uncompressed (docs/reference/dynatrace-otlp.md#size-limits)
 DYNATRACE_SIZE_LIMITS: Mapping[str, int] = {"traces": 8 * MB, "metrics": 4 * MB, "logs": 2 * MB}
-# the OTLP spec recommends a 64 MiB cap after decompression (reference §8.5)
+# the OTLP spec recommends a 64 MiB cap after decompression
+# (docs/reference/dynatrace-otlp.md#otlphttp-protocol-rules, rule 4)
 OTLP_SIZE_LIMITS: Mapping[str, int] = {"traces": 64 * MB, "metrics": 64 * MB, "logs": 64 * MB}
 
 # scopes an Api-Token needs per signal (case-sensitive)

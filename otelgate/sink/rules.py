@@ -1,4 +1,5 @@
-"""Dynatrace's OTLP ingest rules, applied to normalized records (reference: dynatrace-otlp-ingest.md §5-7, §11).
+"""Dynatrace's OTLP ingest rules, applied to normalized records (docs/reference/dynatrace-otlp.md: metric, trace and log
+ingest rules and #behaviour-matrix).
 
 Each ``apply_*`` function takes the normalized items of one request and returns a :class:`Verdict`: what to store,
 what was refused and why (one rejection record per metric and reason), and what to answer in ``partial_success``.
@@ -117,7 +118,8 @@ def _metric_problem(point: dict[str, Any], config: SinkConfig) -> tuple[str, str
     if kind == "sum" and point["monotonic"] and point["temporality"] != "DELTA":
         return _unsupported(name, "UNSUPPORTED_METRIC_TYPE_MONOTONIC_CUMULATIVE_SUM")
     if kind in ("histogram", "exponential_histogram") and point["temporality"] != "DELTA":
-        # the reason code for cumulative exponential histograms is not known (reference §12.8); same as histograms
+        # the reason code for cumulative exponential histograms is not known (same as histograms):
+        # docs/reference/dynatrace-otlp.md#unknowns, item 8
         return _unsupported(name, "UNSUPPORTED_METRIC_TYPE_CUMULATIVE_HISTOGRAM")
     for field_name in ("value", "sum", "min", "max"):
         bad = _invalid_number(point[field_name])
@@ -189,7 +191,8 @@ def too_many_points(count: int, config: SinkConfig) -> str:
 
 
 def apply_span_rules(spans: list[dict[str, Any]], config: SinkConfig, now_ns: int | None = None) -> Verdict:
-    """Spans whose end time lies outside [now - 60 min, now + 10 min] are not persisted (reference §6)."""
+    """Spans whose end time lies outside [now - 60 min, now + 10 min] are not persisted
+    (docs/reference/dynatrace-otlp.md#trace-ingest-rules)."""
     if not config.is_dynatrace:
         return Verdict(spans)
     now_ns = time.time_ns() if now_ns is None else now_ns

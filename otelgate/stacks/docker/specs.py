@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from otelgate import paths
+from otelgate import paths, topology
 from otelgate.stacks.base import StackSettings
 
 REPO_ROOT = paths.BUNDLE_ROOT  # the image build context in a checkout (Dockerfile); a wheel has none
@@ -25,13 +25,15 @@ KONG_VALUES = paths.manifest("kong/values.yaml")
 COLLECTOR_YAML = paths.manifest("otel/collector.yaml")
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 
-TOKEN_ENV = "DT_API_TOKEN"
+# names and routes from the deployment's otelgate.toml (otelgate.topology), read when this module is imported
+TOPOLOGY = topology.current()
+TOKEN_ENV = TOPOLOGY.token_env
 SECRET_PLACEHOLDER = "<generated at start, never shown>"
-KONG_SERVICE_NAME = "kong-otel"
-KONG_DEPLOYMENT_NAME = "kong-docker"                    # the collector's KONG_DEPLOYMENT_NAME on this stack
-CANARY_PATH = "/coupon/coupons"
-GATEWAY_SERVICES = ("coupon", "inventory", "pricing")      # what Kong routes to
-DEMO_SERVICES = ("membership", "coupon", "inventory", "pricing")
+KONG_SERVICE_NAME = TOPOLOGY.kong_service_name
+KONG_DEPLOYMENT_NAME = TOPOLOGY.deployment_name("docker")  # the collector's KONG_DEPLOYMENT_NAME on this stack
+CANARY_PATH = TOPOLOGY.canary_path
+GATEWAY_SERVICES = TOPOLOGY.gateway_services               # what Kong routes to
+DEMO_SERVICES = TOPOLOGY.demo_services
 
 # Container ports (inside the network). Kong's are the Helm chart's; the collector's come from the resource.
 KONG_PROXY_PORT = 8000
@@ -406,7 +408,7 @@ def kong_deployment_name(collector_spec: ContainerSpec) -> str:
 
 def effective_sampling_rate(settings: StackSettings, kong_spec: ContainerSpec) -> float:
     """The rate Kong samples with: the opentelemetry plugin's ``sampling_rate`` if the config sets one, else
-    kong.conf ``tracing_sampling_rate`` (Kong reference 7.1)."""
+    kong.conf ``tracing_sampling_rate`` (docs/reference/kong-3.9.md#sampling-decision)."""
     doc = yaml.safe_load(kong_spec.file(KONG_DECLARATIVE_PATH).content)
     for plugin in doc.get("plugins") or []:
         if plugin.get("name") == "opentelemetry" and (plugin.get("config") or {}).get("sampling_rate") is not None:
