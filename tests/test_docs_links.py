@@ -3,7 +3,8 @@
 Scanned: *.md, *.py, *.yaml, *.yml and *.toml files of the checkout (build, cache and virtualenv folders excluded).
 A finding is reported for
 - a relative markdown link (``[text](path#anchor)``) whose file or heading anchor does not exist;
-- a repository reference ``docs/<file>.md#anchor`` (in code, configs and docs) whose file or anchor does not exist;
+- a repository reference ``docs/<file>.md#anchor`` (in code, configs and docs) whose file or anchor does not exist,
+  or the short form ``<file>.md#anchor`` for a file of docs/reference/ whose anchor does not exist;
 - a section-sign pointer (the paragraph sign, U+00A7) or a numbered pointer ("reference 7.2", "gotcha 16"), which
   point into documents that are not part of the repo;
 - a ``shared/`` path, a mention of the old out-of-repo notes by file name, or an absolute machine path
@@ -38,6 +39,8 @@ _MD_LINK = re.compile(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _MD_REFDEF = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.MULTILINE)
 # docs/<file>.md[#anchor] of this repository; a name followed by ":<line>" is an upstream citation, not ours
 _REPO_DOC_REF = re.compile(r"(?<![\w./-])(docs/[\w./-]+?\.md)(#[\w-]+)?(?![\w/-])(?!:\d)")
+# short form for code comments: "kong-3.9.md#sampler" names a file of docs/reference/
+_SHORT_REFERENCE_REF = re.compile(r"(?<![\w./-])([\w.-]+\.md)#([\w-]+)")
 _UPSTREAM_PREFIX = re.compile(r"@[\w./-]+\s$")  # "owner/repo@tag " right before a path cites upstream
 _SHARED_PATH = re.compile(r"(?<![\w.-])(?:\.\./)*shared/")
 _ABS_PATH_ANYWHERE = re.compile(r"(?<![\w.~-])/(?:work|root)/|(?<![\w.~-])/home/[\w.-]+/")
@@ -163,6 +166,16 @@ def check_repo_doc_refs(path: Path, text: str, index: AnchorIndex, root: Path) -
                                  match.group(0), index, root)
 
 
+def check_short_reference_refs(path: Path, text: str, index: AnchorIndex, root: Path) -> Iterator[Finding]:
+    """``<file>.md#anchor`` without a folder, where ``<file>.md`` is one of docs/reference/: the anchor must exist."""
+    reference_dir = root / "docs" / "reference"
+    for match in _SHORT_REFERENCE_REF.finditer(text):
+        target = reference_dir / match.group(1)
+        if target.is_file() and match.group(2) not in index.anchors(target):
+            problem = f"no heading for anchor #{match.group(2)} in docs/reference/{match.group(1)}: {match.group(0)}"
+            yield Finding(path, _line_of(text, match.start()), problem)
+
+
 def check_outside_pointers(path: Path, text: str, present_names: set[str]) -> Iterator[Finding]:
     """Section signs, ``shared/`` paths, old note names and absolute machine paths."""
     for number, line in enumerate(text.splitlines(), start=1):
@@ -197,6 +210,7 @@ def check_files(paths: Iterable[Path], root: Path) -> list[Finding]:
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
         for finding in (*check_markdown_links(path, text, index, root), *check_repo_doc_refs(path, text, index, root),
+                        *check_short_reference_refs(path, text, index, root),
                         *check_outside_pointers(path, text, present_names)):
             findings.setdefault((finding.path, finding.line, finding.problem), finding)
     return list(findings.values())
@@ -246,7 +260,8 @@ def test_checker_accepts_links_that_resolve(tmp_path: Path) -> None:
                      "# README\n",
         "docs/ref.md": "# Ref\n## The `sampler`\n## Twice\n## Twice\n",
         "docs/other.md": "[dup](ref.md#twice-1) [self](#other) [dir](../docs)\n# Other\n",
-        "pkg/mod.py": '"""Pinned to docs/ref.md#the-sampler and [ref](../docs/ref.md#twice)."""\n'
+        "docs/reference/k.md": "# K\n## Sampler\n",
+        "pkg/mod.py": '"""Pinned to docs/ref.md#the-sampler and [ref](../docs/ref.md#twice) (k.md#sampler)."""\n'
                       'LINK = f"[{name}]({url})"\n',
     })
     assert findings == []
@@ -262,6 +277,8 @@ def test_checker_accepts_links_that_resolve(tmp_path: Path) -> None:
     ({"a/c.toml": "# [x](../../outside.md)\n"}, "leaves the repository"),
     ({"README.md": "[x](/etc/passwd.md)\n"}, "absolute link"),
     ({"README.md": "```\n# Fenced\n```\n[x](#fenced)\n"}, "no heading for anchor #fenced"),
+    ({"m.py": "# (kong-3.9.md#gone)\n", "docs/reference/kong-3.9.md": "# Kong\n## Sampler\n"},
+     "no heading for anchor #gone in docs/reference/kong-3.9.md"),
 ])
 def test_checker_reports_a_broken_link(tmp_path: Path, files: dict[str, str], expected: str) -> None:
     findings = _repo(tmp_path, files)
