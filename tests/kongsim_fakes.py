@@ -188,11 +188,14 @@ class Stack:
 
 
 def derived_doc(upstream: Upstream, otlp: OtlpReceiver, lines: LineReceiver,
-                overrides: dict[str, dict[str, Any]] | None = None, path: Path = kongconfig.DEFAULT_PATH
-                ) -> dict[str, Any]:
+                overrides: dict[str, dict[str, Any]] | None = None, path: Path = kongconfig.DEFAULT_PATH,
+                upstream_host: str = "localhost") -> dict[str, Any]:
+    """The cluster's kong.yaml pointed at the fakes. Upstreams are a hostname by default (as on the cluster and
+    the local stack, so Kong resolves them: kong.dns); ``upstream_host="127.0.0.1"`` gives an IP literal."""
     doc = kongconfig.load(path)
+    port = upstream.server.server_address[1]
     return kongconfig.derive_kong_config(
-        doc, upstreams={name: upstream.url for name in ("coupon", "inventory", "pricing")},
+        doc, upstreams={name: f"http://{upstream_host}:{port}" for name in ("coupon", "inventory", "pricing")},
         otlp_traces_endpoint=otlp.endpoint, tcp_log_host=lines.host, tcp_log_port=lines.port,
         plugin_overrides=overrides)
 
@@ -203,12 +206,13 @@ FAST_QUEUE = {"opentelemetry": {"queue.max_coalescing_delay": 0.05}}
 
 @contextmanager
 def running_stack(overrides: dict[str, dict[str, Any]] | None = None, *, sampling_rate: float = 1.0,
-                  instrumentations: str = "all", node_id: str | None = None) -> Iterator[Stack]:
+                  instrumentations: str = "all", node_id: str | None = None, upstream_host: str = "localhost"
+                  ) -> Iterator[Stack]:
     upstream, otlp, lines = Upstream(), OtlpReceiver(), LineReceiver()
     merged: dict[str, dict[str, Any]] = {k: dict(v) for k, v in FAST_QUEUE.items()}
     for plugin, values in (overrides or {}).items():
         merged.setdefault(plugin, {}).update(values)
-    doc = derived_doc(upstream, otlp, lines, merged)
+    doc = derived_doc(upstream, otlp, lines, merged, upstream_host=upstream_host)
     listeners = Listeners("127.0.0.1", free_port(), free_port(), free_port())
     sim = SimulatorThread(Simulator(doc, listeners, tracing_sampling_rate=sampling_rate,
                                     tracing_instrumentations=instrumentations, node_id=node_id))

@@ -4,6 +4,7 @@ changes only the listed keys."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -28,15 +29,16 @@ def _plugin(doc: dict[str, Any], name: str) -> dict[str, Any]:
 def test_cluster_file_services_routes_and_plugins(doc: dict[str, Any]) -> None:
     assert doc["_format_version"] == "3.0"
     services = {s["name"]: s for s in doc["services"]}
-    assert {name: s["url"] for name, s in services.items()} == {
-        "coupon": "http://coupon.default.svc.cluster.local:8080",
-        "inventory": "http://inventory.default.svc.cluster.local:8080",
-        "pricing": "http://pricing.default.svc.cluster.local:8080",
-    }
+    # hostnames of the demo Services in one namespace (the namespace name belongs to the cluster manifests)
+    urls = {name: re.fullmatch(rf"http://{name}\.([a-z0-9-]+)\.svc\.cluster\.local:8080", s["url"])
+            for name, s in services.items()}
+    assert set(urls) == {"coupon", "inventory", "pricing"} and all(urls.values()), services
+    assert len({m.group(1) for m in urls.values() if m}) == 1
     config = kongconfig.parse(doc)
     routes = {r.name: r for s in config.services for r in s.routes}
+    # strip_path defaults to true (docs/reference/kong-3.9.md#declarative-configuration)
     assert {name: (r.paths, r.strip_path) for name, r in routes.items()} == {
-        "coupon-route": (("/coupon",), True),       # strip_path default true (§14)
+        "coupon-route": (("/coupon",), True),
         "inventory-route": (("/inventory",), False),
         "pricing-route": (("/pricing",), True),
     }
@@ -58,7 +60,8 @@ def test_parse_applies_kong_defaults(doc: dict[str, Any]) -> None:
     assert (coupon.connect_timeout_ms, coupon.read_timeout_ms, coupon.retries) == (60000, 60000, 5)
     otel = config.plugin("opentelemetry")
     assert otel is not None
-    assert otel.config["queue"]["max_batch_size"] == 200  # the OTel plugin's default (§4)
+    # the OTel plugin's default (docs/reference/kong-3.9.md#queue-defaults)
+    assert otel.config["queue"]["max_batch_size"] == 200
     assert otel.config["queue"]["max_coalescing_delay"] == 1
     assert (otel.config["connect_timeout"], otel.config["send_timeout"], otel.config["read_timeout"]) == \
         (1000, 5000, 5000)

@@ -48,7 +48,7 @@ def test_kong_headers_on_response_and_upstream() -> None:
     assert response.headers["via"] == "1.1 kong/3.9.1"
     assert "x-kong-upstream-latency" in response.headers and "x-kong-proxy-latency" in response.headers
     assert seen.method == "POST" and seen.body == b'{"code":"X"}'
-    assert seen.headers["host"] == f"127.0.0.1:{upstream_port}"  # preserve_host false: the service's host
+    assert seen.headers["host"] == f"localhost:{upstream_port}"  # preserve_host false: the service's host
     assert seen.headers["x-forwarded-for"] == "127.0.0.1" and seen.headers["x-forwarded-prefix"] == "/coupon"
 
 

@@ -2,7 +2,11 @@
 tracing settings, the loaded declarative config with its plugin runtimes, and the Prometheus shared dict.
 
 A config reload builds and validates the complete new runtime (including compiling every ``custom_fields_by_lua``
-snippet) before it is swapped in; a bad config leaves the running one untouched.
+snippet) before it is swapped in; a bad config leaves the running one untouched. As in Kong, a reload loses nothing
+already logged: the OTel queue is keyed by plugin id and survives the reload (Kong/kong@3.9.1
+kong/tools/queue.lua:205-216, a queue whose plugin is gone drains and then ends: :244-251), and tcp-log lines already
+handed to the sender go out with the configuration they were logged under (tcp-log handler.lua:79 passes ``conf``
+to the timer).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class Runtime:
         if self.tcp_sender:
             self.tcp_sender.start()
 
-    async def close(self, flush_timeout: float = 2.0) -> None:
+    async def close(self, flush_timeout: float | None = 2.0) -> None:
         if self.otel_exporter:
             await self.otel_exporter.flush(flush_timeout)
             await self.otel_exporter.close()
@@ -50,13 +54,26 @@ class Runtime:
             await self.tcp_sender.close()
 
 
-def build_runtime(doc: Mapping[str, Any], node_id: str, source: str) -> Runtime:
-    """Validate ``doc`` and prepare (not start) its runtime. Raises :class:`kongconfig.KongConfigError`."""
+def queue_key(plugin: kongconfig.Plugin) -> str:
+    """``<workspace id>.<plugin id>:traces`` (queue.lua:98-100, opentelemetry/traces.lua:161-162)."""
+    return f"{kongconfig.DEFAULT_WORKSPACE_ID}.{plugin.id}:traces"
+
+
+def build_runtime(doc: Mapping[str, Any], node_id: str, source: str,
+                  running: Runtime | None = None) -> Runtime:
+    """Validate ``doc`` and prepare (not start) its runtime. Raises :class:`kongconfig.KongConfigError`.
+    With the ``running`` runtime given, its OTel queue is kept when the plugin id is the same (its handler
+    configuration is replaced), and its tcp-log sender when host, port, timeout and keepalive are the same."""
     config = kongconfig.parse(doc, source)
     runtime = Runtime(config=config, doc=doc)
     runtime.otel = config.plugin("opentelemetry")
     if runtime.otel:
-        runtime.otel_exporter = SpanExporter(runtime.otel.config, node_id)
+        old = running.otel_exporter if running and running.otel else None
+        if old is not None and running is not None and running.otel is not None \
+                and queue_key(running.otel) == queue_key(runtime.otel):
+            runtime.otel_exporter = old  # configure() happens at the swap, once the whole runtime is valid
+        else:
+            runtime.otel_exporter = SpanExporter(runtime.otel.config, node_id)
     runtime.prometheus = config.plugin("prometheus")
     runtime.tcp_log = config.plugin("tcp-log")
     if runtime.tcp_log:
@@ -65,7 +82,12 @@ def build_runtime(doc: Mapping[str, Any], node_id: str, source: str) -> Runtime:
             runtime.lua_fields = LuaCustomFields(conf.get("custom_fields_by_lua") or {})
         except LuaCompileError as exc:
             raise kongconfig.KongConfigError([f"plugins[tcp-log].config.{exc}"], source) from exc
-        runtime.tcp_sender = TcpLogSender(conf["host"], conf["port"], conf["timeout"], conf["keepalive"])
+        sender_key = (conf["host"], conf["port"], conf["timeout"], conf["keepalive"])
+        old_sender = running.tcp_sender if running else None
+        if old_sender is not None and old_sender.key == sender_key:
+            runtime.tcp_sender = old_sender  # the same pool: the kept-alive connection survives the reload
+        else:
+            runtime.tcp_sender = TcpLogSender(*sender_key)
     return runtime
 
 
@@ -90,21 +112,36 @@ class Node:
         self.counters = Counters()
         self.runtime: Runtime | None = None
         self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def load(self, doc: Mapping[str, Any], source: str = "kong.yaml") -> Runtime:
-        """Validate, start the new runtime, swap it in, then retire the old one (flushing its queues)."""
+        """Validate, start the new runtime, swap it in; the old runtime's queues that were not kept drain in the
+        background (nothing already logged is dropped by a reload)."""
         async with self._reload_lock:
-            runtime = build_runtime(doc, self.node_id, source)
+            old = self.runtime
+            runtime = build_runtime(doc, self.node_id, source, running=old)
+            if runtime.otel is not None and runtime.otel_exporter is not None and old is not None \
+                    and runtime.otel_exporter is old.otel_exporter:
+                runtime.otel_exporter.configure(runtime.otel.config, self.node_id)
             runtime.start()
-            old, self.runtime = self.runtime, runtime
+            self.runtime = runtime
             log.info("loaded declarative config %s (hash %s)", source,
                      runtime.config.config_hash)
         if old is not None:
-            # let log phases already running for the old config finish before its queues are flushed and closed
-            if self.counters.in_flight_log_tasks:
-                await asyncio.wait(list(self.counters.in_flight_log_tasks), timeout=2.0)
-            await old.close()
+            retired = Runtime(config=old.config, doc=old.doc,
+                              otel_exporter=old.otel_exporter if old.otel_exporter is not runtime.otel_exporter
+                              else None,
+                              tcp_sender=old.tcp_sender if old.tcp_sender is not runtime.tcp_sender else None)
+            task = asyncio.get_running_loop().create_task(self._retire(retired))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         return runtime
+
+    async def _retire(self, old: Runtime) -> None:
+        # log phases still running for the old config may hand it more entries; then it drains completely
+        if self.counters.in_flight_log_tasks:
+            await asyncio.wait(list(self.counters.in_flight_log_tasks), timeout=5.0)
+        await old.close(flush_timeout=None)
 
     def stats(self) -> NodeStats:
         pending = 0
@@ -122,5 +159,9 @@ class Node:
     async def close(self) -> None:
         if self.counters.in_flight_log_tasks:
             await asyncio.wait(list(self.counters.in_flight_log_tasks), timeout=2.0)
+        for task in list(self._retiring):
+            task.cancel()
+        if self._retiring:
+            await asyncio.wait(list(self._retiring), timeout=2.0)
         if self.runtime:
             await self.runtime.close()

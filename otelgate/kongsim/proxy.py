@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import ipaddress
 import json
 import logging
 import socket
@@ -54,7 +55,29 @@ ERROR_TEMPLATE = '{\n  "message":"%s",\n  "request_id":"%s"\n}'
 NO_ROUTE = "no Route matched with those values"
 MSG_502 = "An invalid response was received from the upstream server"
 MSG_503_DNS = "name resolution failed"
+# the legacy resolver's errors that balancer.execute answers with 503 (kong/runloop/balancer/init.lua:382-384)
+DNS_NOT_FOUND = ("dns server error: 3 name error", "dns client error: 101 empty record received")
 MSG_504 = "The upstream server is timing out"
+
+
+def hostname_type(host: str) -> str:
+    """``kong.tools.ip.hostname_type``: ``ipv4``, ``ipv6`` or ``name``."""
+    try:
+        return "ipv4" if ipaddress.ip_address(host.strip("[]")).version == 4 else "ipv6"
+    except ValueError:
+        return "name"
+
+
+def resolver_error(exc: BaseException) -> str:
+    """The legacy DNS client's message for a failed lookup, from the OS resolver's answer."""
+    if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
+        return DNS_NOT_FOUND[0]
+    if isinstance(exc, socket.gaierror) and exc.errno == getattr(socket, "EAI_NODATA", -5):
+        return DNS_NOT_FOUND[1]
+    log.error("resolver answered: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, TimeoutError):
+        return "dns client error: timeout"
+    return "dns server error: 2 server failure"  # resty.dns's text for any other failure (rcode 2)
 
 
 def now_ms() -> int:
@@ -185,10 +208,16 @@ class ProxyApp:
                         incoming=headers, body=body, tracing=tracing, headers=UpstreamHeaders(headers))
 
     def _rewrite(self, ex: Exchange) -> None:
-        """The root span (instrumentation ``request``, §2.1-2.2); it gets the global sampler's decision first."""
-        if not ex.tracing.enabled("request"):
+        """The root span; it gets the global sampler's decision first.
+
+        Kong creates it whenever tracing is not ``off``, whatever the list: ``request`` is defined after
+        ``available_types`` is collected, so no list turns it off (Kong/kong@3.9.1
+        kong/observability/tracing/instrumentation.lua:215-225,409-428). Its start is ``KONG_PROCESSING_START``
+        (milliseconds) times 1e6 (instrumentation.lua:234-236)."""
+        if not ex.tracing.instrumentations:
             return
-        root = ex.tracing.start_span("kong", SPAN_KIND_SERVER, start_ns=ex.start_ns, attributes={
+        start_ns = ex.start_ns // 1_000_000 * 1_000_000
+        root = ex.tracing.start_span("kong", SPAN_KIND_SERVER, start_ns=start_ns, attributes={
             "http.method": ex.method,
             "http.url": f"{ex.scheme}://{ex.host}{ex.request_uri}",  # no port (§2.2)
             "http.host": ex.host,
@@ -231,7 +260,12 @@ class ProxyApp:
         if span is not None:
             tracing.finish(span)
 
-    async def _resolve(self, ex: Exchange, host: str, port: int) -> str | None:
+    async def _resolve(self, ex: Exchange, host: str, port: int) -> tuple[str | None, str]:
+        """``balancer.execute``: an IP literal is used as is, without a lookup or a ``kong.dns`` span
+        (Kong/kong@3.9.1 kong/runloop/balancer/init.lua:290-296); a name goes through the (wrapped) resolver, one
+        ``kong.dns`` span per call (instrumentation.lua:286-309). Returns the address or None and the error."""
+        if hostname_type(host) != "name":
+            return host, ""
         tracing = ex.tracing
         span = tracing.start_span("kong.dns", SPAN_KIND_CLIENT) if tracing.enabled("dns_query") else None
         ip: str | None = None
@@ -243,7 +277,7 @@ class ProxyApp:
                 ex.service.connect_timeout_ms / 1000)
             ip = str(infos[0][4][0])
         except (OSError, TimeoutError) as exc:
-            error = f"dns server error: {exc or 'timeout'}"
+            error = resolver_error(exc)
         if span is not None:
             span.attributes["dns.record.domain"] = host
             span.attributes["dns.record.port"] = float(port)  # a Lua number: double (§3)
@@ -254,15 +288,21 @@ class ProxyApp:
                 span.status = STATUS_ERROR
             tracing.finish(span)
         if ip is None:
-            log.error("DNS resolution failed for %s: %s", host, error)
-        return ip
+            log.error("DNS resolution failed: %s. Tried: %s", error, host)
+        return ip, error
 
     async def _balancer_and_proxy(self, ex: Exchange) -> bytes:
         service = ex.service
         assert service is not None
-        ip = await self._resolve(ex, service.host, service.port)
+        ex.tries = []  # balancer_prepare: an empty `tries` array from here on (handler.lua:833)
+        ip, error = await self._resolve(ex, service.host, service.port)
         if ip is None:
-            return self._kong_error_body(ex, 503, MSG_503_DNS, "error")
+            # kong.response.error: source "exit"; NXDOMAIN / empty record -> 503, any other resolver error -> 500
+            # with the resolver's message (balancer/init.lua:380-390, runloop/handler.lua:857-865,1423-1425)
+            if error in DNS_NOT_FOUND:
+                return self._kong_error_body(ex, 503, MSG_503_DNS, "exit")
+            return self._kong_error_body(
+                ex, 500, f"failed the initial dns/balancer resolve for '{service.host}' with: {error}", "exit")
         headers = self._upstream_headers(ex)
         timeout = httpx.Timeout(connect=service.connect_timeout_ms / 1000, read=service.read_timeout_ms / 1000,
                                 write=service.write_timeout_ms / 1000, pool=service.connect_timeout_ms / 1000)
@@ -270,6 +310,10 @@ class ProxyApp:
         url = f"{service.protocol}://{_bracket(target_host)}:{service.port}{ex.upstream_uri}"
         max_tries = service.retries + 1
         for attempt in range(1, max_tries + 1):
+            if attempt > 1 and hostname_type(service.host) == "name":
+                # a retry runs balancer.execute again: one more (cache-only) lookup and kong.dns span
+                # (Kong/kong@3.9.1 kong/init.lua Kong.balancer: balancer.execute on try_count > 1)
+                ip = (await self._resolve(ex, service.host, service.port))[0] or ip
             attempt_try = Try(balancer_start_ns=time.time_ns(), ip=ip, port=service.port)
             ex.tries.append(attempt_try)
             sent_ns = time.time_ns()
@@ -529,7 +573,8 @@ def serialize(ex: Exchange) -> dict[str, Any]:
             "request": int(total_ms),  # $request_time has millisecond resolution
             "receive": ex.receive_ms,
         },
-        "tries": [t.as_log() for t in ex.tries] or None,
+        # ctx.balancer_data.tries: absent without a matched route, else an array (cjson: [] when empty)
+        "tries": tcplog.LuaArray(t.as_log() for t in ex.tries) if ex.route else None,
         "route": _entity(ex.route.entity) if ex.route else None,
         "service": _entity(ex.service.entity) if ex.service else None,
         "client_ip": ex.client_ip,

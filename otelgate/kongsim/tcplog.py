@@ -82,6 +82,11 @@ def _cjson_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False).replace("/", "\\/").replace("\x7f", "\\u007f")
 
 
+class LuaArray(list[Any]):
+    """A Lua table carrying cjson's array metatable (e.g. ``balancer_data.tries``): encoded ``[]`` when empty,
+    where a plain empty table is encoded ``{}``."""
+
+
 def cjson_encode(value: Any) -> str:
     if value is None:
         return "null"
@@ -98,8 +103,8 @@ def cjson_encode(value: Any) -> str:
     if isinstance(value, str):
         return _cjson_string(value)
     if isinstance(value, list | tuple):
-        if not value:
-            return "{}"  # a Lua table cannot tell an empty array from an empty object; cjson prints {}
+        if not value:  # a plain Lua table cannot tell an empty array from an empty object; cjson prints {}
+            return "[]" if isinstance(value, LuaArray) else "{}"
         return "[" + ",".join(cjson_encode(v) for v in value) + "]"
     if isinstance(value, dict):
         items = [(k, v) for k, v in value.items() if v is not None]
@@ -190,6 +195,7 @@ class TcpLogSender:
 
     def __init__(self, host: str, port: int, timeout_ms: float, keepalive_ms: float) -> None:
         self.host, self.port = host, port
+        self.key = (host, port, timeout_ms, keepalive_ms)
         self.timeout = timeout_ms / 1000
         self.keepalive = keepalive_ms / 1000
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
@@ -203,7 +209,8 @@ class TcpLogSender:
         self.closed = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tcp-log {self.host}:{self.port}")
+        if self._task is None:  # a sender kept across a reload is already running
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tcp-log {self.host}:{self.port}")
 
     def send(self, line: str) -> None:
         if self.closed:  # a request that started before a config reload finished after it
@@ -267,9 +274,9 @@ class TcpLogSender:
             self.sent_lines += 1
             self._last_used = time.monotonic()
 
-    async def flush(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self._queue.qsize() and time.monotonic() < deadline:
+    async def flush(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._queue.qsize() and (deadline is None or time.monotonic() < deadline):
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:

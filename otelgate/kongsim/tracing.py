@@ -29,21 +29,31 @@ SCOPE_NAME, SCOPE_VERSION = "kong-internal", "0.1.0"  # §3: always this scope
 SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 1, 2, 3
 STATUS_ERROR = 2
 
-# §1: the values of kong.conf tracing_instrumentations
-INSTRUMENTATIONS = ("request", "db_query", "dns_query", "router", "http_client", "balancer",
-                    "plugin_rewrite", "plugin_access", "plugin_header_filter")
+# the instrumentation types Kong 3.9.1 knows: the functions of instrumentation.lua collected into available_types
+# (kong/observability/tracing/instrumentation.lua:39-220,323) plus what kong/conf_loader/parse.lua:819-836 accepts
+INSTRUMENTATIONS = ("db_query", "router", "create_span", "balancer", "plugin_rewrite", "plugin_access",
+                    "plugin_header_filter", "http_client", "dns_query", "request")
 
 
 def parse_instrumentations(value: str) -> frozenset[str]:
-    items = {x.strip() for x in value.split(",") if x.strip()}
-    if items == {"off"} or not items:
-        return frozenset()
-    if "all" in items:
-        return frozenset(INSTRUMENTATIONS)
-    unknown = items - set(INSTRUMENTATIONS)
+    """kong.conf ``tracing_instrumentations`` as Kong reads it: empty when tracing is off, else the enabled types.
+
+    Kong checks only the FIRST item for ``off`` and ``all`` (instrumentation.lua:409,422), rejects unknown types
+    and ``off`` combined with others (conf_loader/parse.lua:826-836). Any non-``off`` list enables the root span
+    (``request`` is not in ``available_types``, so it is never switched off)."""
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if not items:
+        raise ValueError("tracing_instrumentations is empty; Kong's default is off")
+    unknown = [x for x in items if x not in (*INSTRUMENTATIONS, "all", "off")]
     if unknown:
-        raise ValueError(f"unknown tracing_instrumentations {sorted(unknown)}; Kong knows off, all, "
-                         f"{', '.join(INSTRUMENTATIONS)}")
+        raise ValueError("; ".join(f"invalid tracing type: {x}" for x in unknown)
+                         + f" (Kong knows off, all, {', '.join(INSTRUMENTATIONS)})")
+    if len(items) > 1 and "off" in items:
+        raise ValueError("invalid tracing types: off, other types are mutually exclusive")
+    if items[0] == "off":
+        return frozenset()
+    if items[0] == "all":
+        return frozenset((*INSTRUMENTATIONS, "all"))
     return frozenset(items)
 
 
@@ -67,6 +77,15 @@ def to_id_size(raw: bytes | None, size: int) -> bytes | None:
 # ---------------------------------------------------------------------------------------------------------------
 # sampling (§7)
 
+# TEST-ONLY switch: a deliberately WRONG sampler, for the acceptance test that the sampling suite catches each
+# (tests/test_sampling_variants.py). Read once when the simulator starts; unset in every other use.
+SAMPLER_VARIANT_ENV = "OTELGATE_KONGSIM_SAMPLER_VARIANT"
+SAMPLER_VARIANTS = ("wrong-bytes", "big-endian", "inverted", "threshold+10%")
+SAMPLER_VARIANT = os.environ.get(SAMPLER_VARIANT_ENV, "")
+if SAMPLER_VARIANT and SAMPLER_VARIANT not in SAMPLER_VARIANTS:
+    raise ValueError(f"{SAMPLER_VARIANT_ENV}={SAMPLER_VARIANT!r} (test-only) is none of {', '.join(SAMPLER_VARIANTS)}")
+
+
 def sample_trace_id(trace_id: bytes, rate: float) -> bool:
     """Kong's ratio sampler (§7.2): the first 8 bytes of the trace id as a native-endian uint64 (little-endian on
     x86-64/arm64) compared with ``rate * 2**64``. Deterministic per trace id."""
@@ -74,7 +93,20 @@ def sample_trace_id(trace_id: bytes, rate: float) -> bool:
         return True
     if rate <= 0:
         return False
+    if SAMPLER_VARIANT:
+        return _wrong_sample_trace_id(SAMPLER_VARIANT, trace_id, rate)
     return int.from_bytes(trace_id[:8], "little") < rate * 2**64
+
+
+def _wrong_sample_trace_id(variant: str, trace_id: bytes, rate: float) -> bool:
+    """The test-only wrong samplers of :data:`SAMPLER_VARIANTS` (never Kong's behaviour)."""
+    if variant == "wrong-bytes":
+        return int.from_bytes(trace_id[8:16], "little") < rate * 2**64
+    if variant == "big-endian":
+        return int.from_bytes(trace_id[:8], "big") < rate * 2**64
+    if variant == "inverted":
+        return int.from_bytes(trace_id[:8], "little") >= (1 - rate) * 2**64
+    return int.from_bytes(trace_id[:8], "little") < min(1.0, rate * 1.1) * 2**64
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -516,16 +548,22 @@ def encode_traces(spans: Iterable[PbSpan], resource: Mapping[str, str]) -> bytes
 # the export queue (§4)
 
 class SpanExporter:
-    """One ``kong.tools.queue`` for one opentelemetry plugin instance (``<name>:traces``).
+    """One ``kong.tools.queue`` for one opentelemetry plugin instance (``<plugin id>:traces``).
 
     Spans are enqueued one by one in the log phase (never blocking the request); a single consumer task sends
     batches of up to ``max_batch_size`` spans, waiting up to ``max_coalescing_delay`` for a batch to fill. A batch
-    fails on anything but HTTP 200 and is retried with ``initial_retry_delay * 2**n`` (capped at
-    ``max_retry_delay``) until ``max_retry_time`` has passed, then dropped (§4, gotcha 16).
+    fails on anything but HTTP 200. Facts from Kong/kong@3.9.1 kong/tools/queue.lua:
+    * retry (:319-356): after a failure, give up when more than ``max_retry_time`` has elapsed since the first
+      attempt, else sleep ``min(max_retry_delay, 2**n * initial_retry_delay)`` and try again;
+    * full queue (:540-544): the OLDEST entry is dropped to make room ("queue full, dropping old entries until
+      processing is successful again");
+    * one queue per name (:205-216): a config reload that keeps the plugin keeps the queue and its entries; only
+      the handler's configuration (endpoint, headers, timeouts, resource) is replaced; the queue parameters stay
+      those it was created with. The plugin id (the queue name) is stable across reloads for a global plugin
+      (kong/db/schema/others/declarative_config.lua:549-640 derives it from the cache key).
     """
 
     def __init__(self, conf: Mapping[str, Any], node_id: str) -> None:
-        self.endpoint: str = conf["traces_endpoint"]
         queue = conf["queue"]
         self.max_batch_size = int(queue["max_batch_size"])
         self.max_coalescing_delay = float(queue["max_coalescing_delay"])
@@ -533,6 +571,19 @@ class SpanExporter:
         self.max_retry_time = float(queue["max_retry_time"])
         self.initial_retry_delay = float(queue["initial_retry_delay"])
         self.max_retry_delay = float(queue["max_retry_delay"])
+        self.configure(conf, node_id)
+        self._queue: asyncio.Queue[PbSpan] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._busy = False  # a batch is being sent (or retried)
+        self.sent_batches = 0
+        self.sent_spans = 0
+        self.dropped_spans = 0
+        self.closed = False
+
+    def configure(self, conf: Mapping[str, Any], node_id: str) -> None:
+        """The handler configuration (``queue.handler_conf``): replaced on every reload that keeps the queue."""
+        self.endpoint: str = conf["traces_endpoint"]
         headers = dict(conf.get("headers") or {})
         if not any(k.lower() == "content-type" for k in headers):
             headers["Content-Type"] = "application/x-protobuf"  # added unless the user set one (§4)
@@ -540,16 +591,11 @@ class SpanExporter:
         self.timeout = httpx.Timeout(connect=conf["connect_timeout"] / 1000, write=conf["send_timeout"] / 1000,
                                      read=conf["read_timeout"] / 1000, pool=conf["connect_timeout"] / 1000)
         self.resource = resource_attributes(node_id, conf.get("resource_attributes"))
-        self._queue: asyncio.Queue[PbSpan] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
-        self.sent_batches = 0
-        self.sent_spans = 0
-        self.dropped_spans = 0
-        self.closed = False
 
     def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.timeout)
+        if self._task is not None:  # a queue kept across a reload is already running
+            return
+        self._client = httpx.AsyncClient()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"otel-queue {self.endpoint}")
 
     def enqueue(self, span: PbSpan) -> None:
@@ -558,16 +604,21 @@ class SpanExporter:
             log.error("queue opentelemetry:traces: span of a retired config dropped (reload during traffic)")
             return
         if self._queue.qsize() >= self.max_entries:
+            self._queue.get_nowait()  # drop the oldest entry (queue.lua:540-544)
             self.dropped_spans += 1
-            log.error("queue opentelemetry:traces: queue full, dropping span (max_entries=%d)", self.max_entries)
-            return
+            log.error("queue opentelemetry:traces: queue full, dropping old entries until processing is "
+                      "successful again")
         self._queue.put_nowait(span)
 
     def pending(self) -> int:
         return self._queue.qsize()
 
+    def idle(self) -> bool:
+        return not self._queue.qsize() and not self._busy
+
     async def _next_batch(self) -> list[PbSpan]:
         batch = [await self._queue.get()]
+        self._busy = True
         deadline = time.monotonic() + self.max_coalescing_delay
         while len(batch) < self.max_batch_size:
             remaining = deadline - time.monotonic()
@@ -582,43 +633,46 @@ class SpanExporter:
     async def _run(self) -> None:
         while True:
             batch = await self._next_batch()
-            await self._send_with_retries(batch)
+            self._busy = True
+            try:
+                await self._send_with_retries(batch)
+            finally:
+                self._busy = False
 
     async def _send_with_retries(self, batch: list[PbSpan]) -> None:
-        payload = encode_traces(batch, self.resource)
         started = time.monotonic()
         attempt = 0
         while True:
-            error = await self._send_once(payload)
+            error = await self._send_once(encode_traces(batch, self.resource))  # the current handler conf
             if error is None:
                 self.sent_batches += 1
                 self.sent_spans += len(batch)
                 log.debug("[otel] exporter sent %d spans to %s", len(batch), self.endpoint)
                 return
             log.error("[otel] %s", error)
-            delay = min(self.initial_retry_delay * 2**attempt, self.max_retry_delay)
-            if time.monotonic() - started + delay > self.max_retry_time:
+            if time.monotonic() - started > self.max_retry_time:  # checked before sleeping (queue.lua:343-353)
                 self.dropped_spans += len(batch)
                 log.error("queue opentelemetry:traces: could not send entries due to max_retry_time exceeded. "
                           "%d queue entries were lost", len(batch))
                 return
+            await asyncio.sleep(min(self.max_retry_delay, 2**attempt * self.initial_retry_delay))
             attempt += 1
-            await asyncio.sleep(delay)
 
     async def _send_once(self, payload: bytes) -> str | None:
         assert self._client is not None
         try:
-            response = await self._client.post(self.endpoint, content=payload, headers=self.headers)
+            response = await self._client.post(self.endpoint, content=payload, headers=self.headers,
+                                               timeout=self.timeout)
         except httpx.HTTPError as exc:
             return f"failed to send request: {type(exc).__name__}: {exc} (endpoint {self.endpoint})"
         if response.status_code != 200:  # only 200 is success (§4)
             return f"response error: {response.status_code}, body: {response.text[:300]}"
         return None
 
-    async def flush(self, timeout: float) -> None:
-        """Wait until the queue is empty (used at shutdown and by tests)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.qsize() and time.monotonic() < deadline:
+    async def flush(self, timeout: float | None) -> None:
+        """Wait until the queue is empty and no batch is in flight (``None``: as long as that takes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.idle() and (deadline is None or time.monotonic() < deadline):
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
