@@ -6,12 +6,11 @@ the harness or pytest process. What both sides need (the routes, the weight synt
 
 from __future__ import annotations
 
-ROUTES: dict[str, str] = {
-    "coupon": "/coupon/coupons",
-    "inventory": "/inventory",
-    "pricing": "/pricing/price?id=1",
-}
-DEFAULT_ROUTE_WEIGHTS = "coupon=1,inventory=1,pricing=1"
+from otelgate import topology
+
+# route name -> request path, as the deployment's otelgate.toml declares them (otelgate.topology)
+ROUTES: dict[str, str] = {name: route.path for name, route in topology.current().routes.items()}
+DEFAULT_ROUTE_WEIGHTS = ",".join(f"{name}=1" for name in ROUTES)
 
 
 def parse_weights(text: str) -> dict[str, float]:

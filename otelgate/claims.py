@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from otelgate import probe
+from otelgate import probe, topology
 from otelgate.expect import logs as expect_logs
 from otelgate.expect import metrics as expect_metrics
 from otelgate.expect import traces as expect_traces
@@ -26,12 +26,15 @@ from otelgate.stacks.base import Stack
 from otelgate.traffic import Traffic, checkpoint, now_ns, send
 from otelgate.waiting import WaitTimeout, poll_until
 
-KONG_SERVICE = "kong-otel"
-COUPON_PATH = "/coupon/coupons"
-PRICING_PATH = "/pricing/price?id=1"
-TRACE_PATH = (KONG_SERVICE, "coupon", "membership")
-REQUEST_COUNTER = "kong_http_requests_total"
-LATENCY_HISTOGRAM = "kong_request_latency_ms"
+# The deployment's routes and names, from otelgate.toml (otelgate.topology), read once when the claims are imported;
+# the pytest plugin applies --otelgate-manifests before that.
+TOPOLOGY = topology.current()
+KONG_SERVICE = TOPOLOGY.kong_service_name
+TRACES_ROUTE, METRICS_ROUTE, LOGS_ROUTE, SAMPLING_ROUTE = (TOPOLOGY.route_for(claim) for claim in topology.CLAIMS)
+TRACE_PATH = TRACES_ROUTE.service_path
+REQUEST_COUNTER = TOPOLOGY.request_counter
+LATENCY_HISTOGRAM = TOPOLOGY.latency_histogram
+ROUTE_LABEL = TOPOLOGY.route_label
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 KONG_SYNC_NS = 1_100_000_000  # Kong syncs worker counters to shared memory every second
 
@@ -146,7 +149,7 @@ def _observe_trace(stack: Stack, watch: TraceWatch) -> TraceWatch:
     if watch.log is None:
         watch.log = access_logs_of(stack, [watch.request_id]).get(watch.request_id)
     if watch.trace_id:
-        spans = list(stack.sink.spans(trace_id=watch.trace_id))
+        spans: list[Mapping[str, Any]] = list(stack.sink.spans(trace_id=watch.trace_id))
         if len(spans) != len(watch.spans):
             watch.count_since = time.monotonic()
         watch.spans = spans
@@ -251,7 +254,7 @@ def wait_for_trace_of_request(stack: Stack, request_id: str, path: Sequence[str]
     return expect_traces.TraceTree(watch.spans)
 
 
-def check_trace_spans_services(stack: Stack, path: Sequence[str] = TRACE_PATH, url_path: str = COUPON_PATH, *,
+def check_trace_spans_services(stack: Stack, path: Sequence[str] = TRACE_PATH, url_path: str = TRACES_ROUTE.path, *,
                                hook: TraceHook | None = None) -> expect_traces.TraceTree:
     """One request through Kong yields ONE trace: kong-otel -> coupon -> membership, each hop parent-linked, the
     first upstream SERVER span a child of ``kong.balancer``, no missing parents. ``hook`` is called on every poll
@@ -310,7 +313,8 @@ def rejections_since(stack: Stack, after_ns: int) -> list[Mapping[str, Any]]:
 
 
 def check_metrics_delta_and_counts(
-    stack: Stack, requests: int = 20, url_path: str = PRICING_PATH, route: str = "pricing-route",
+    stack: Stack, requests: int = 20, url_path: str = METRICS_ROUTE.path,
+    route: str = METRICS_ROUTE.kong_route,
 ) -> list[Mapping[str, Any]]:
     """Kong's metrics reach the backend as DELTA, nothing is refused, and the request counter and the latency
     histogram count exactly the requests sent, with ``kong.deployment.name`` on every point.
@@ -327,14 +331,14 @@ def check_metrics_delta_and_counts(
     # on the Dynatrace-profile sink cumulative points are refused, not stored: the refusal check above decides;
     # assert_all_delta's docstring says what it adds (and it refuses to pass on no data)
     expect_metrics.assert_all_delta(points)
-    counter = expect_metrics.select(points, REQUEST_COUNTER, baseline, route=route)
+    counter = expect_metrics.select(points, REQUEST_COUNTER, baseline, **{ROUTE_LABEL: route})
     if not counter:
         names = sorted({p["name"] for p in points})
         raise ExpectationFailed("MISSING_METRIC", f"no {REQUEST_COUNTER} points for route {route!r} after the "
                                 f"traffic (is status_code_metrics on?)", f"Kong metrics seen: {names}",
                                 Evidence(expected=requests, seen=0, facts={"metric": REQUEST_COUNTER}))
     for name, value_field in ((REQUEST_COUNTER, "value"), (LATENCY_HISTOGRAM, "count")):
-        selected = expect_metrics.select(points, name, baseline, route=route)
+        selected = expect_metrics.select(points, name, baseline, **{ROUTE_LABEL: route})
         if name == REQUEST_COUNTER:
             selected = [p for p in selected if p["attributes"].get("code") == "200"]
             if expect_metrics.delta_total(selected, value_field) == 0:
@@ -345,8 +349,9 @@ def check_metrics_delta_and_counts(
         expect_metrics.assert_count(selected, requests, value_field, f"{name}{{route={route}}}")
     # windows are checked inside this claim's own window: a collector restart (an earlier control) legitimately
     # starts a new delta series
-    expect_metrics.assert_contiguous_windows(expect_metrics.select(points, REQUEST_COUNTER, baseline - 1, route=route))
-    expect_metrics.assert_attribute_everywhere(points, "kong.deployment.name",
+    in_window = expect_metrics.select(points, REQUEST_COUNTER, baseline - 1, **{ROUTE_LABEL: route})
+    expect_metrics.assert_contiguous_windows(in_window)
+    expect_metrics.assert_attribute_everywhere(points, TOPOLOGY.deployment_attribute,
                                                getattr(stack, "kong_deployment_name", None))
     expect_metrics.assert_no_rejections(rejections_since(stack, started), "metrics")
     return points
@@ -377,7 +382,7 @@ def wait_for_access_logs(stack: Stack, traffic: Traffic, what: str) -> list[Mapp
     return [r for r in expect_logs.kong_access_logs(stack.sink.logs()) if expect_logs.request_id(r) in set(wanted)]
 
 
-def check_access_logs(stack: Stack, requests: int = 10, url_path: str = COUPON_PATH) -> list[Mapping[str, Any]]:
+def check_access_logs(stack: Stack, requests: int = 10, url_path: str = LOGS_ROUTE.path) -> list[Mapping[str, Any]]:
     """Every Kong access log of the traffic arrives once, with a clean 32-hex trace_id equal to the LogRecord
     trace id, and each sampled request's log joins the stored trace with the same request id.
 
@@ -423,7 +428,7 @@ def applied(stack: Stack, **changes: Any) -> Iterator[Stack]:
 
 # ---------------------------------------------------------------------------------------------------- warm-up
 
-ROUTE_PATHS = {"coupon-route": COUPON_PATH, "inventory-route": "/inventory", "pricing-route": PRICING_PATH}
+ROUTE_PATHS = TOPOLOGY.route_paths
 
 
 def prime(stack: Stack) -> dict[str, bool]:
@@ -444,7 +449,7 @@ def prime(stack: Stack) -> dict[str, bool]:
     ended = now_ns()
 
     def arrived() -> dict[str, bool]:
-        routes = {p["attributes"].get("route") for p in stack.sink.metric_points(name=REQUEST_COUNTER)
+        routes = {p["attributes"].get(ROUTE_LABEL) for p in stack.sink.metric_points(name=REQUEST_COUNTER)
                   if int(p["time_unix_nano"]) > ended + KONG_SYNC_NS}
         return {"traces": len(kong_roots_of(stack, request_ids)) == len(request_ids),
                 "logs": len(access_logs_of(stack, request_ids)) == len(request_ids),

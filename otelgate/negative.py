@@ -145,7 +145,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("opentelemetry propagation injects nothing upstream",
             {"kong_plugin_config": {"opentelemetry": {"propagation": {"extract": ["w3c"], "inject": [],
                                                                       "default_format": "w3c"}}}},
-            {"traces": expect("BROKEN_PATH", evidence=hop_broken(f"{claims.KONG_SERVICE} -> coupon"))}),
+            {"traces": expect("BROKEN_PATH", evidence=hop_broken(" -> ".join(claims.TRACE_PATH[:2])))}),
     Control("prometheus status_code_metrics off",
             {"kong_plugin_config": {"prometheus": {"status_code_metrics": False}}},
             # A reload keeps Kong's shared-dict counters, so the old series stays exported, frozen: nothing is counted.

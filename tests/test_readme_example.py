@@ -24,7 +24,7 @@ def readme_example() -> str:
 def test_the_readme_example_passes_on_the_local_stack(stack: Stack) -> None:
     stack.sink.reset()  # the example checks everything in the sink; start from this test's data only
     claims.warm_up(stack)
-    traffic = claims.send(stack.gateway_url, claims.COUPON_PATH)
+    traffic = claims.send(stack.gateway_url, claims.TRACES_ROUTE.path)
     claims.require_ok(traffic, 1)
     namespace: dict[str, object] = {}
     exec(compile(readme_example(), str(README), "exec"), namespace)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from otelgate import paths
+from otelgate import paths, topology
 from otelgate.procs import free_port
 
 RESOURCE_FILE = "otel/collector.yaml"  # in the manifests folder
@@ -236,7 +236,7 @@ def _set_exporter_token(config: dict[str, Any], token: str) -> None:
 # ---------------------------------------------------------------------------------------------------- helpers
 def local_env(resource: Mapping[str, Any], token: str, **overrides: str) -> dict[str, str]:
     """The environment the operator would give the pod, for a local run: literal env + the token."""
-    return {**resource_plain_env(resource), "DT_API_TOKEN": token, **overrides}
+    return {**resource_plain_env(resource), topology.current().token_env: token, **overrides}
 
 
 def health_endpoint(config: Mapping[str, Any]) -> str:

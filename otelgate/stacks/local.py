@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import yaml
 
-from otelgate import paths
+from otelgate import paths, topology
 from otelgate.demoapp.launch import Instrumentation, service_argv
 from otelgate.procs import ManagedProcess, free_port, port_is_open, python_argv, wait_port_free
 from otelgate.redact import redact
@@ -53,14 +53,14 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 KONG_YAML = paths.manifest("kong/kong.yaml")
 COLLECTOR_YAML = paths.manifest("otel/collector.yaml")
-TOKEN_ENV = "DT_API_TOKEN"
-KONG_SERVICE_NAME = "kong-otel"
-LOCAL_KONG_DEPLOYMENT_NAME = "kong-local"
-# services Kong routes to (membership is only called by coupon, as in the cluster)
-GATEWAY_SERVICES = ("coupon", "inventory", "pricing")
-# start order inside the services tier: membership first, coupon's dependency
-DEMO_SERVICES = ("membership", "coupon", "inventory", "pricing")
-CANARY_PATH = "/coupon/coupons"
+# names and routes from the deployment's otelgate.toml (otelgate.topology), read when this module is imported
+TOPOLOGY = topology.current()
+TOKEN_ENV = TOPOLOGY.token_env
+KONG_SERVICE_NAME = TOPOLOGY.kong_service_name
+LOCAL_KONG_DEPLOYMENT_NAME = TOPOLOGY.deployment_name("local")
+GATEWAY_SERVICES = TOPOLOGY.gateway_services   # services Kong routes to
+DEMO_SERVICES = TOPOLOGY.demo_services         # also the start order inside the services tier (dependencies first)
+CANARY_PATH = TOPOLOGY.canary_path
 
 
 # stacks not closed yet; closed at interpreter exit so no process outlives otelgate even if a caller forgot close()
@@ -250,7 +250,7 @@ class LocalStack:
         resource = load_collector_resource(self.collector_yaml)
         config = self._collector_config(resource)
         _write_yaml(self.workdir / "config" / "collector.yaml", config, self._token)
-        env = local_env(resource, self._token, KONG_DEPLOYMENT_NAME=self.kong_deployment_name)
+        env = local_env(resource, self._token, **{TOPOLOGY.deployment_env: self.kong_deployment_name})
         proc = CollectorProcess(binary, config, self.workdir / "collector", env=env)
         self.collector = proc
         self._collector_started = True
@@ -367,8 +367,8 @@ class LocalStack:
         def services_in_trace() -> set[str]:
             return {str(s.get("service_name")) for s in sink.spans(trace_id=trace_id)}
 
-        poll_until(services_in_trace, lambda seen: {KONG_SERVICE_NAME, "coupon", "membership"} <= seen,
-                   what=f"spans of kong-otel, coupon and membership in canary trace {trace_id}",
+        poll_until(services_in_trace, lambda seen: set(TOPOLOGY.canary.service_path) <= seen,
+                   what=f"spans of {', '.join(TOPOLOGY.canary.service_path)} in canary trace {trace_id}",
                    timeout=self.timeouts.canary, interval=0.1)
         return trace_id
 

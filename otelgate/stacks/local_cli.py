@@ -10,7 +10,15 @@ from pathlib import Path
 from otelgate.demoapp.launch import INSTRUMENTATION_YAML
 from otelgate.stacks.base import StackOptions, StackStartError
 from otelgate.stacks.console import print_status_until_interrupted, print_urls, sink_status, stop_on_signals
-from otelgate.stacks.local import CANARY_PATH, COLLECTOR_YAML, DEMO_SERVICES, KONG_YAML, LocalStack
+from otelgate.stacks.local import (
+    CANARY_PATH,
+    COLLECTOR_YAML,
+    DEMO_SERVICES,
+    KONG_YAML,
+    TOKEN_ENV,
+    TOPOLOGY,
+    LocalStack,
+)
 
 REQUIRED_MODULES = ("otelgate.sink.server", "otelgate.collector", "otelgate.kongconfig", "otelgate.kongsim", "lupa")
 
@@ -19,7 +27,7 @@ def plan() -> list[str]:
     """What ``LocalStack.start`` would run, in order (ports are free ones chosen at start, all on 127.0.0.1)."""
     return [
         "local stack plan (every process on 127.0.0.1, free ports chosen at start, logs in <workdir>/logs):",
-        "1. sink: python -m otelgate sink --profile dynatrace --token-env DT_API_TOKEN (token generated, never "
+        f"1. sink: python -m otelgate sink --profile dynatrace --token-env {TOKEN_ENV} (token generated, never "
         "printed); ready on GET /healthz",
         f"2. collector: otelgate.collector.find_collector() with the config derived from {COLLECTOR_YAML} "
         "(rewrites: otelgate.collector.REWRITES; Kong Status API as static scrape target, exporter -> sink); "
@@ -28,8 +36,8 @@ def plan() -> list[str]:
         f"injection (PYTHONPATH sitecustomize, env from {INSTRUMENTATION_YAML}); ready on GET /healthz",
         f"4. Kong 3.9 simulator (a test double): python -m otelgate.kongsim with the config derived from {KONG_YAML} "
         "(rewrites: otelgate.kongconfig.KONG_REWRITES); ready on Admin GET /status and the proxy port",
-        f"5. canary: GET {CANARY_PATH} through the gateway until its trace (kong-otel -> coupon -> membership) "
-        "is in the sink; then the sink is reset",
+        f"5. canary: GET {CANARY_PATH} through the gateway until its trace "
+        f"({' -> '.join(TOPOLOGY.canary.service_path)}) is in the sink; then the sink is reset",
     ]
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from otelgate.stacks.docker.specs import KONG_SERVICE_NAME
+from otelgate.stacks.docker.specs import TOPOLOGY
 from otelgate.waiting import poll_until
 
 if TYPE_CHECKING:
@@ -65,6 +65,6 @@ def wait_canary_trace(sink: SinkClient, trace_id: str, timeout: float) -> None:
     def services_in_trace() -> set[str]:
         return {str(s.get("service_name")) for s in sink.spans(trace_id=trace_id)}
 
-    poll_until(services_in_trace, lambda seen: {KONG_SERVICE_NAME, "coupon", "membership"} <= seen,
-               what=f"spans of {KONG_SERVICE_NAME}, coupon and membership in the canary's trace {trace_id}",
+    poll_until(services_in_trace, lambda seen: set(TOPOLOGY.canary.service_path) <= seen,
+               what=f"spans of {', '.join(TOPOLOGY.canary.service_path)} in the canary's trace {trace_id}",
                timeout=timeout, interval=0.2)

@@ -320,7 +320,8 @@ def container_specs(
     otlp_endpoint = f"http://collector:{collector_ports.otlp_http}"
 
     # as the local stack (kong-local) and the kind stack (kong-kind): the inserted name says where data came from
-    collector_env = {k: v for k, v in local_env(resource, token="", KONG_DEPLOYMENT_NAME=KONG_DEPLOYMENT_NAME).items()
+    deployment = {TOPOLOGY.deployment_env: KONG_DEPLOYMENT_NAME}
+    collector_env = {k: v for k, v in local_env(resource, token="", **deployment).items()
                      if k != TOKEN_ENV}
     specs = [
         ContainerSpec(
