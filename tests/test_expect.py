@@ -185,3 +185,19 @@ def test_cumulative_up_down_counters_pass_as_dynatrace_accepts_them_as_gauges() 
     metrics.assert_all_delta([point(1, 0, 10), up_down])
     with pytest.raises(ExpectationFailed):
         metrics.assert_all_delta([{**up_down, "monotonic": True}])
+
+
+def test_expected_kong_spans_follow_tracing_instrumentations() -> None:
+    from otelgate.expect.kong_spans import expected_kong_spans
+
+    assert expected_kong_spans("off") == {}
+    assert expected_kong_spans("request") == {"kong": 1}
+    assert expected_kong_spans("all") == {"kong": 1, "kong.router": 1, "kong.access.plugin.opentelemetry": 1,
+                                          "kong.header_filter.plugin.opentelemetry": 1, "kong.dns": 1,
+                                          "kong.balancer": 1}
+    assert "kong.dns" not in expected_kong_spans("all", upstream_is_hostname=False)
+    assert expected_kong_spans("balancer,dns_query", tries=3) == {"kong": 1, "kong.dns": 3, "kong.balancer": 3}
+    assert expected_kong_spans(["router"]) == {"kong": 1, "kong.router": 1}
+    for bad in ("", "everything", "router,bogus"):
+        with pytest.raises(ValueError):
+            expected_kong_spans(bad)
