@@ -90,7 +90,7 @@ def test_upstream_connection_refused_is_502_after_kongs_retries() -> None:
         line = poll_until(st.lines.json_lines, bool, what="the tcp-log line", timeout=5, interval=0.05)[0]
     assert response.status_code == 502
     assert response.json()["message"] == "An invalid response was received from the upstream server"
-    # retries = 5 (service default): 6 tries, each a failed kong.balancer span with status ERROR (§2.1)
+    # retries = 5 (service default): 6 tries, each a failed kong.balancer span with status ERROR
     assert sorted(span.attributes[0].value.double_value for span in spans) == [1, 2, 3, 4, 5, 6]
     assert all(span.status.code == 2 for span in spans)
     assert len(line["tries"]) == 6 and all(t["state"] == "failed" and t["code"] == 502 for t in line["tries"])

@@ -1,6 +1,6 @@
-"""Fidelity of the Kong simulator's traces (a test double of Kong 3.9) against the reference
-(shared/reference/kong-3.9-telemetry.md): spans §2, resource/scope/encoding §3, export §4, propagation §6,
-sampling §7. Real HTTP on 127.0.0.1: a tiny upstream, a tiny OTLP receiver, the simulator on its own loop."""
+"""Fidelity of the Kong simulator's traces (a test double of Kong 3.9) against
+docs/reference/kong-3.9.md: spans, resource/scope/encoding, export, propagation, sampling. Real HTTP on
+127.0.0.1: a tiny upstream, a tiny OTLP receiver, the simulator on its own loop."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from otelgate.kongsim.tracing import (
 )
 from otelgate.waiting import poll_until
 
-SAMPLED_AT_HALF = "92a54b3e1a7c4f2da9e44b8a6f3e1dab"      # §7.2: always sampled at 0.5
-NOT_SAMPLED_AT_HALF = "4bf92f3577b34da6a3ce929d0e0e4736"  # §7.2: never sampled at 0.5
+SAMPLED_AT_HALF = "92a54b3e1a7c4f2da9e44b8a6f3e1dab"      # always sampled at 0.5
+NOT_SAMPLED_AT_HALF = "4bf92f3577b34da6a3ce929d0e0e4736"  # never sampled at 0.5
 PARENT = "00f067aa0ba902b7"
 
 
@@ -46,9 +46,10 @@ def spans_of(otlp: OtlpReceiver, trace_id: str, min_count: int, timeout: float =
                       timeout=timeout, interval=0.05)
 
 
-# ------------------------------------------------------------------------------------------------ sampler (§7)
+# ------------------------------------------------------------------------------------------------ sampler
 
 def test_sampler_decides_kongs_fixed_ids_like_the_reference() -> None:
+    # kong-3.9.md#kongs-fixed-test-trace-ids
     assert sample_trace_id(bytes.fromhex(SAMPLED_AT_HALF), 0.5) is True
     assert sample_trace_id(bytes.fromhex(NOT_SAMPLED_AT_HALF), 0.5) is False
     # the fractions the reference tabulates (first 8 bytes little-endian / 2**64)
@@ -60,7 +61,7 @@ def test_sampler_decides_kongs_fixed_ids_like_the_reference() -> None:
     assert sample_trace_id(bytes.fromhex(SAMPLED_AT_HALF), 0.17) is False
 
 
-# ------------------------------------------------------------------------------------------------ extraction (§6)
+# ------------------------------------------------------------------------------------------------ extraction
 
 def test_w3c_extractor_rules() -> None:
     ctx = extract_w3c({"traceparent": f"00-{SAMPLED_AT_HALF}-{PARENT}-01"})
@@ -94,7 +95,7 @@ def test_header_type_fallback_and_explicit_propagation() -> None:
 
 # ------------------------------------------------------------------------------------------------ one request
 
-EXPECTED_SPANS = {  # §2.1 / §2.3: name -> (kind, count)
+EXPECTED_SPANS = {  # name -> (kind, count): kong-3.9.md#spans-of-one-proxied-request
     "kong": (2, 1), "kong.router": (1, 1), "kong.access.plugin.opentelemetry": (1, 1), "kong.dns": (3, 1),
     "kong.balancer": (3, 1), "kong.header_filter.plugin.opentelemetry": (1, 1),
 }
@@ -113,12 +114,12 @@ def test_one_request_span_set_attributes_resource_scope_and_hierarchy() -> None:
         proxy_port = st.sim.listeners.proxy_port
         upstream_port = int(st.upstream.url.rsplit(":", 1)[1])
 
-    # span names, kinds, counts (§2.1, §2.3)
+    # span names, kinds, counts (kong-3.9.md#span-names-and-kinds)
     assert sorted((s.name, s.kind) for s in spans) == sorted((n, k) for n, (k, _c) in EXPECTED_SPANS.items())
     by_name = {s.name: s for s in spans}
     root = by_name["kong"]
 
-    # root attributes (§2.2): exact set, values and OTLP types (§3)
+    # root attributes: exact set, values and OTLP types (kong-3.9.md#root-span-attributes)
     assert attrs(root) == {
         "http.method": ("string_value", "GET"),
         "http.url": ("string_value", "http://127.0.0.1/coupon/coupons?limit=2"),  # no port, query kept
@@ -134,7 +135,7 @@ def test_one_request_span_set_attributes_resource_scope_and_hierarchy() -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
     assert f":{proxy_port}" not in attrs(root)["http.url"][1]
 
-    # balancer and dns attributes: numbers are doubles (§3)
+    # balancer and dns attributes: numbers are doubles (kong-3.9.md#resource-scope-and-attribute-types)
     assert attrs(by_name["kong.balancer"]) == {
         "try_count": ("double_value", 1.0), "net.peer.ip": ("string_value", "127.0.0.1"),
         "net.peer.port": ("double_value", float(upstream_port)), "net.peer.name": ("string_value", "localhost"),
@@ -145,10 +146,10 @@ def test_one_request_span_set_attributes_resource_scope_and_hierarchy() -> None:
     }
     for name in ("kong.router", "kong.access.plugin.opentelemetry", "kong.header_filter.plugin.opentelemetry"):
         assert attrs(by_name[name]) == {}
-    # status only on error (§3)
+    # status only on error
     assert all(not s.HasField("status") for s in spans)
 
-    # hierarchy (§2.4): one trace = the incoming one; root's parent = incoming span; all others under root
+    # hierarchy: one trace = the incoming one; root's parent = incoming span; all others under root
     assert {s.trace_id.hex() for s in spans} == {SAMPLED_AT_HALF}
     assert root.parent_span_id.hex() == PARENT
     assert {s.parent_span_id for s in spans if s is not root} == {root.span_id}
@@ -158,10 +159,10 @@ def test_one_request_span_set_attributes_resource_scope_and_hierarchy() -> None:
                <= root.end_time_unix_nano for s in spans)
     assert by_name["kong.balancer"].end_time_unix_nano == root.end_time_unix_nano
 
-    # upstream got traceparent whose parent is the kong.balancer span (§6)
+    # upstream got traceparent whose parent is the kong.balancer span (kong-3.9.md#injection)
     assert upstream_traceparent == f"00-{SAMPLED_AT_HALF}-{by_name['kong.balancer'].span_id.hex()}-01"
 
-    # resource and scope (§3), one resource_spans -> one scope_spans
+    # resource and scope, one resource_spans -> one scope_spans
     assert len(post.request.resource_spans) == 1 and len(post.request.resource_spans[0].scope_spans) == 1
     resource = {kv.key: kv.value.string_value for kv in post.request.resource_spans[0].resource.attributes}
     assert resource == {"service.name": "kong-otel", "service.instance.id": node_id, "service.version": "3.9.1"}
@@ -178,14 +179,14 @@ def test_request_without_context_starts_a_trace_and_injects_traceparent() -> Non
         assert match, seen.headers
         spans = spans_of(st.otlp, match.group(1), len(EXPECTED_SPANS))
     root = next(s for s in spans if s.name == "kong")
-    assert root.parent_span_id == b""  # no incoming context (§3)
+    assert root.parent_span_id == b""  # no incoming context
     assert next(s for s in spans if s.name == "kong.balancer").span_id.hex() == match.group(2)
 
 
 # ------------------------------------------------------------------------------------------------ sampling
 
 def test_plugin_sampling_rate_supersedes_global_and_incoming_01_does_not_force() -> None:
-    # global rate 1.0 would sample everything; the plugin's 0.5 decides per trace id (§7.1)
+    # global rate 1.0 would sample everything; the plugin's 0.5 decides per trace id (kong-3.9.md#sampling-decision)
     with running_stack({"opentelemetry": {"sampling_rate": 0.5}}, sampling_rate=1.0) as st:
         httpx.get(f"{st.proxy}/coupon/a", headers=traceparent(NOT_SAMPLED_AT_HALF, "01"), timeout=5)
         not_sampled_header = st.upstream.requests[-1].headers["traceparent"]
@@ -275,7 +276,7 @@ def test_response_header_for_traceid() -> None:
     assert response.headers["x-trace-id"] == SAMPLED_AT_HALF
 
 
-# ------------------------------------------------------------------------------------------------ export (§4)
+# ------------------------------------------------------------------------------------------------ export
 
 def test_batches_respect_max_batch_size_and_configured_headers() -> None:
     overrides = {"opentelemetry": {"queue.max_batch_size": 4, "queue.max_coalescing_delay": 0.3,
@@ -310,4 +311,4 @@ def test_failed_batches_are_retried_for_any_non_200() -> None:
         httpx.get(f"{st.proxy}/coupon/x", headers=traceparent(SAMPLED_AT_HALF), timeout=5)
         spans = spans_of(st.otlp, SAMPLED_AT_HALF, len(EXPECTED_SPANS))
         assert st.otlp.statuses == []
-    assert len(spans) == len(EXPECTED_SPANS)  # delivered once, after two refusals (gotcha 16)
+    assert len(spans) == len(EXPECTED_SPANS)  # delivered once, after two refusals

@@ -1,6 +1,7 @@
 """Kong 3.9's log serializer and tcp-log plugin, as the Kong simulator (a TEST DOUBLE, not Kong) reproduces them.
 
-* :func:`apply_serialize_values` is ``kong.log.serialize``'s ``edit_result`` (reference §10.4): values set with
+* :func:`apply_serialize_values` is ``kong.log.serialize``'s ``edit_result``
+  (kong-3.9.md#custom_fields_by_lua): values set with
   ``set_serialize_value`` are applied in order, mode ``set``; ``nil`` deletes; dotted keys nest, creating tables;
   an intermediate key that exists and is not a table raises "Subkey '...' is not a table".
 * :class:`LuaCustomFields` runs ``custom_fields_by_lua`` in LuaJIT 2.1 (``lupa.luajit21``), the VM family Kong runs,
@@ -10,7 +11,8 @@
   handler as in Kong: the line is not sent and the error is logged.
 * :func:`cjson_encode` mimics lua-cjson's defaults (``/`` escaped as ``\\/``, numbers as ``%.14g``, empty tables
   as ``{}``); :class:`TcpLogSender` writes one JSON object per line over a kept-alive TCP connection, off the
-  request path, reconnecting on failure; a line that cannot be sent is lost (no queue, no retry: §10.2).
+  request path, reconnecting on failure; a line that cannot be sent is lost (no queue, no retry:
+  kong-3.9.md#framing-and-delivery).
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def apply_serialize_values(root: dict[str, Any], serialize_values: list[tuple[st
 # lua-cjson compatible encoding
 
 def _cjson_string(text: str) -> str:
-    """lua-cjson's string escaping: like JSON's, plus the solidus (``\\/``, §10.2, gotcha 8) and DEL as
+    """lua-cjson's string escaping: like JSON's, plus the solidus (``\\/``, kong-3.9.md#framing-and-delivery) and DEL as
     ``\\u007f``; non-ASCII stays raw UTF-8."""
     return json.dumps(text, ensure_ascii=False).replace("/", "\\/").replace("\x7f", "\\u007f")
 
