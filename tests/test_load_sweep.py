@@ -17,8 +17,9 @@ import pytest
 # loadtests/ is a top-level folder of the repository, not part of the installed otelgate package
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadtests import parse_weights
+from loadtests import locustrun, measure, parse_weights
 from loadtests import sweep as sw
+from otelgate import promtext
 from otelgate.reports import sampling as rep
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -143,14 +144,16 @@ otelcol_exporter_sent_spans_total{exporter="otlphttp/dt"} 100
 otelcol_process_memory_rss_bytes 5.24288e+07
 otelcol_process_cpu_seconds 1.5 1700000000000
 """
-    metrics = sw.parse_prometheus_text(text)
+    metrics = promtext.totals(text)
     assert metrics["otelcol_exporter_send_failed_spans"] == 5
     assert metrics["otelcol_process_cpu_seconds"] == 1.5
     before = {"otelcol_exporter_send_failed_spans": 1.0, "otelcol_exporter_sent_spans": 150.0}
-    assert sw.counter_increase(before, metrics, sw.COLLECTOR_FAILURE) == {"otelcol_exporter_send_failed_spans": 4}
-    assert sw.counter_increase(before, metrics, sw.COLLECTOR_SENT) == {"otelcol_exporter_sent_spans": 100}  # reset
+    failed = measure.counter_increase(before, metrics, measure.COLLECTOR_FAILURE)
+    assert failed == {"otelcol_exporter_send_failed_spans": 4}
+    # a counter lower than before was reset: its whole value counts
+    assert measure.counter_increase(before, metrics, measure.COLLECTOR_SENT) == {"otelcol_exporter_sent_spans": 100}
     with pytest.raises(ValueError):
-        sw.parse_prometheus_text("otelcol_broken{a=\"b\"}")
+        promtext.totals("otelcol_broken{a=\"b\"}")
 
 
 # ------------------------------------------------------------------------------ locust against a local server
@@ -195,11 +198,11 @@ def fake_gateway() -> Iterator[tuple[str, list[str]]]:
 def test_locust_users_record_every_answer(fake_gateway: tuple[str, list[str]], tmp_path: Path,
                                           workers: int) -> None:
     host, issued = fake_gateway
-    spec = sw.LoadSpec(host=host, users=4, spawn_rate=4, duration_s=3, workers=workers,
+    spec = locustrun.LoadSpec(host=host, users=4, spawn_rate=4, duration_s=3, workers=workers,
                        route_weights="coupon=2,inventory=1,pricing=1", think_min=0.02, think_max=0.05,
                        request_timeout=2)
-    seen: list[sw.LoadSample] = []
-    run = sw.run_locust(spec, tmp_path, lambda _elapsed, sample: seen.append(sample))
+    seen: list[locustrun.LoadSample] = []
+    run = locustrun.run_locust(spec, tmp_path, lambda _elapsed, sample: seen.append(sample))
     assert run.requests >= 20, f"too little load to judge: {run.requests}"
     assert len(run.client.request_ids) == run.requests       # every request is in the per-process logs
     assert sorted(run.client.request_ids) == sorted(issued)   # ...with the id the server gave it
@@ -215,9 +218,9 @@ def test_locust_users_record_every_answer(fake_gateway: tuple[str, list[str]], t
 
 
 def test_locust_failure_is_reported_with_its_log(tmp_path: Path) -> None:
-    spec = sw.LoadSpec(host="http://127.0.0.1:9", users=1, spawn_rate=1, duration_s=1, route_weights="nope=1")
-    with pytest.raises(sw.SweepError) as failure:
-        sw.run_locust(spec, tmp_path, lambda _e, _s: None)
+    spec = locustrun.LoadSpec(host="http://127.0.0.1:9", users=1, spawn_rate=1, duration_s=1, route_weights="nope=1")
+    with pytest.raises(locustrun.SweepError) as failure:
+        locustrun.run_locust(spec, tmp_path, lambda _e, _s: None)
     assert "nope" in str(failure.value)
 
 
@@ -257,14 +260,28 @@ def test_short_sweep_on_the_stack(stack: object, tmp_path: Path) -> None:
 
 
 def test_join_of_client_ids_with_kong_roots() -> None:
-    client = sw.ClientLog(request_ids=["a", "b", "c", ""], statuses=[200, 200, 500, 0],
+    client = locustrun.ClientLog(request_ids=["a", "b", "c", ""], statuses=[200, 200, 500, 0],
                           latencies_ms=[1.0, 2.0, 3.0, 10_000.0], ok=[True, True, False, False])
-    run = sw.LocustRun(folder=Path("."), stats=[{"num_requests": 4, "num_failures": 2}], client=client,
+    run = locustrun.LocustRun(folder=Path("."), stats=[{"num_requests": 4, "num_failures": 2}], client=client,
                        wall_seconds=1.0)
     answered = [rid for rid in client.request_ids if rid]
     # a and c traced, "x" is a root the client never saw
     assert sw.join_client_and_sink(run, answered, ["a", "c", "x"]) == (3, 2, 1, "")
-    remote = sw.LocustRun(folder=Path("."), stats=[{"num_requests": 10, "num_failures": 0}], client=client,
+    remote = locustrun.LocustRun(folder=Path("."), stats=[{"num_requests": 10, "num_failures": 0}], client=client,
                           wall_seconds=1.0)
     denominator, traced, foreign, note = sw.join_client_and_sink(remote, answered, ["a", "c", "x"])
     assert (denominator, traced, foreign) == (10, 3, 0) and "remote workers" in note
+
+
+def test_self_metrics_probe_reads_rss_with_or_without_the_unit_suffix(monkeypatch: pytest.MonkeyPatch) -> None:
+    scrapes = iter([{"otelcol_process_cpu_seconds": 1.0, "otelcol_process_memory_rss_bytes": 5e7},
+                    {"otelcol_process_cpu_seconds": 1.5, "otelcol_process_memory_rss_bytes": 6e7},
+                    {"otelcol_process_cpu_seconds": 2.0, "otelcol_process_memory_rss": 7e7},
+                    {"otelcol_process_cpu_seconds": 2.5}])
+    monkeypatch.setattr(measure, "scrape_metrics", lambda url: next(scrapes))
+    probe = measure.SelfMetricsProbe("http://collector.invalid/metrics")
+    assert probe.sample() is None, "the first scrape is the CPU baseline"
+    second, third = probe.sample(), probe.sample()
+    assert second is not None and second[1] == 6e7 and second[0] > 0
+    assert third is not None and third[1] == 7e7
+    assert probe.sample() is None, "no RSS in the scrape: no sample, not a zero"
