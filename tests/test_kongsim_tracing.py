@@ -12,14 +12,14 @@ import httpx
 import pytest
 from kongsim_fakes import OtlpReceiver, running_stack
 
-from otelgate.kongsim.tracing import (
+from otelgate.kongsim.propagation import (
     ExtractedContext,
     PropagationParams,
     extract_b3,
     extract_w3c,
     propagation_params,
-    sample_trace_id,
 )
+from otelgate.kongsim.tracing import sample_trace_id
 from otelgate.waiting import poll_until
 
 SAMPLED_AT_HALF = "92a54b3e1a7c4f2da9e44b8a6f3e1dab"      # always sampled at 0.5

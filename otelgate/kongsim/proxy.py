@@ -10,32 +10,28 @@ response -> log, scheduled off the request path (opentelemetry 14, prometheus 13
 from __future__ import annotations
 
 import asyncio
-import copy
 import ipaddress
-import json
 import logging
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
 
 import httpx
 
-from otelgate import kongconfig
 from otelgate.kongsim import tcplog
+from otelgate.kongsim.exchange import Exchange, Try, response_size, serialize
 from otelgate.kongsim.node import Node, Runtime
+from otelgate.kongsim.propagation import UpstreamHeaders, propagate
+from otelgate.kongsim.routing import match_route, matched_prefix
 from otelgate.kongsim.tracing import (
     KONG_VERSION,
     SPAN_KIND_CLIENT,
     SPAN_KIND_SERVER,
     STATUS_ERROR,
     RequestTracing,
-    UpstreamHeaders,
     encode_span,
-    propagate,
     sample_trace_id,
 )
 
@@ -78,71 +74,6 @@ def resolver_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "dns client error: timeout"
     return "dns server error: 2 server failure"  # resty.dns's text for any other failure (rcode 2)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass
-class Try:
-    balancer_start_ns: int
-    ip: str
-    port: int
-    balancer_latency_ns: int = 0
-    connect_ns: int = 0
-    state: str | None = None
-    code: int | None = None
-
-    def as_log(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "balancer_start": self.balancer_start_ns // 1_000_000, "balancer_start_ns": self.balancer_start_ns,
-            "ip": self.ip, "port": self.port, "balancer_latency": self.balancer_latency_ns // 1_000_000,
-            "balancer_latency_ns": self.balancer_latency_ns,
-        }
-        if self.state:
-            entry["state"], entry["code"] = self.state, self.code
-        return entry
-
-
-@dataclass
-class Exchange:
-    """``ngx.ctx`` / ``ngx.var`` of one request."""
-
-    runtime: Runtime
-    start_ns: int
-    request_id: str
-    method: str
-    request_uri: str  # path + "?" + query as received
-    path: str
-    query: str
-    scheme: str
-    host: str  # $host: Host header without port
-    server_port: int
-    client_ip: str
-    http_version: str
-    incoming: list[tuple[str, str]]
-    body: bytes
-    tracing: RequestTracing
-    headers: UpstreamHeaders  # the request headers as Kong changes them (what the log shows)
-    serialize_values: list[tuple[str, Any]] = field(default_factory=list)
-    route: kongconfig.Route | None = None
-    service: kongconfig.Service | None = None
-    upstream_uri: str = ""
-    tries: list[Try] = field(default_factory=list)
-    upstream_statuses: list[str] = field(default_factory=list)
-    status: int = 0
-    response_headers: list[tuple[str, str]] = field(default_factory=list)
-    response_source: str = "exit"  # kong.response.get_source(): service | error | exit
-    bytes_sent: int = 0
-    kong_latency_ms: int | None = None
-    waiting_ms: int | None = None
-    receive_ms: int = 0
-    body_filter_end_ns: int = 0
-    access_ran: bool = False
-
-    def header(self, name: str) -> str | None:
-        return self.headers.lower_items().get(name.lower().replace("_", "-"))
 
 
 class ProxyApp:
@@ -376,7 +307,7 @@ class ProxyApp:
         out["X-Forwarded-Port"] = str(ex.server_port)
         out["X-Forwarded-Path"] = ex.path
         if route.strip_path:
-            prefix = _matched_prefix(route, ex.path)
+            prefix = matched_prefix(route, ex.path)
             if prefix and prefix != "/":
                 out["X-Forwarded-Prefix"] = prefix
         out["X-Real-IP"] = ex.client_ip
@@ -427,7 +358,7 @@ class ProxyApp:
         headers.append(("X-Kong-Request-Id", ex.request_id))
         ex.response_headers = headers
         await _send(send, ex.status, headers, body)
-        ex.bytes_sent = _response_size(ex.status, headers, body)
+        ex.bytes_sent = response_size(ex.status, headers, body)
         ex.body_filter_end_ns = time.time_ns()
 
     # ----------------------------------------------------------------------------------------------- log phase
@@ -502,121 +433,6 @@ class ProxyApp:
                       ex.request_id, exc)
             return
         runtime.tcp_sender.send(line)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# routing
-
-def match_route(config: kongconfig.KongConfig, path: str
-                ) -> tuple[kongconfig.Service, kongconfig.Route, str] | None:
-    """Prefix routing: the longest matching prefix path wins (Kong sorts prefix paths by length)."""
-    best: tuple[int, kongconfig.Service, kongconfig.Route, str] | None = None
-    for service in config.services:
-        for route in service.routes:
-            for prefix in route.paths:
-                if path.startswith(prefix) and (best is None or len(prefix) > best[0]):
-                    best = (len(prefix), service, route, prefix)
-    if best is None:
-        return None
-    _length, service, route, prefix = best
-    return service, route, upstream_path(service, route, prefix, path)
-
-
-def _matched_prefix(route: kongconfig.Route, path: str) -> str | None:
-    return max((p for p in route.paths if path.startswith(p)), key=len, default=None)
-
-
-def upstream_path(service: kongconfig.Service, route: kongconfig.Route, prefix: str, path: str) -> str:
-    """``path_handling = v0``: strip the matched prefix when ``strip_path``, then append to the service path."""
-    rest = path[len(prefix):] if route.strip_path else path
-    base = service.path
-    if not base:
-        return rest if rest.startswith("/") else "/" + rest
-    if not rest or rest == "/":
-        return base if route.strip_path else base.rstrip("/") + rest
-    if base.endswith("/") and rest.startswith("/"):
-        return base + rest[1:]
-    return base + rest if rest.startswith("/") or base.endswith("/") else base + "/" + rest
-
-
-# --------------------------------------------------------------------------------------------------------------
-# the serializer (§10.3)
-
-def serialize(ex: Exchange) -> dict[str, Any]:
-    """``kong.log.serialize()`` for this request, with the request's ``set_serialize_value`` entries applied."""
-    request_headers: dict[str, Any] = {}
-    for name, value in ex.headers.lower_items().items():
-        request_headers[name] = "REDACTED" if name in ("authorization", "proxy-authorization") else value
-    response_headers: dict[str, Any] = {}
-    for name, value in ex.response_headers:
-        key = name.lower()
-        existing = response_headers.get(key)
-        response_headers[key] = value if existing is None else ([*existing, value] if isinstance(existing, list)
-                                                                else [existing, value])
-    total_ms = (ex.body_filter_end_ns - ex.start_ns) / 1e6
-    root: dict[str, Any] = {
-        "request": {
-            "id": ex.request_id,
-            "uri": ex.request_uri,
-            "url": f"{ex.scheme}://{ex.host}:{ex.server_port}{ex.request_uri}",  # with port (§10.3)
-            "querystring": _querystring(ex.query),
-            "method": ex.method,
-            "headers": request_headers,
-            "size": _request_size(ex),
-        },
-        "upstream_uri": ex.upstream_uri,
-        "upstream_status": ", ".join(ex.upstream_statuses),
-        "response": {"status": ex.status, "headers": response_headers, "size": ex.bytes_sent},
-        "latencies": {
-            "kong": ex.kong_latency_ms if ex.kong_latency_ms is not None else int(total_ms),
-            "proxy": ex.waiting_ms if ex.waiting_ms is not None else -1,
-            "request": int(total_ms),  # $request_time has millisecond resolution
-            "receive": ex.receive_ms,
-        },
-        # ctx.balancer_data.tries: absent without a matched route, else an array (cjson: [] when empty)
-        "tries": tcplog.LuaArray(t.as_log() for t in ex.tries) if ex.route else None,
-        "route": _entity(ex.route.entity) if ex.route else None,
-        "service": _entity(ex.service.entity) if ex.service else None,
-        "client_ip": ex.client_ip,
-        "started_at": ex.start_ns // 1_000_000,
-        "source": "upstream" if ex.response_source == "service" else "kong",
-        "workspace": kongconfig.DEFAULT_WORKSPACE_ID,
-        "workspace_name": "default",
-    }
-    root = {k: v for k, v in root.items() if v is not None}
-    return tcplog.apply_serialize_values(root, copy.deepcopy(ex.serialize_values))
-
-
-def _entity(entity: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(entity))  # a deep, plain copy
-
-
-def _querystring(query: str) -> dict[str, Any]:
-    """``kong.request.get_query()``: ``a=1&b`` -> {"a": "1", "b": true}; repeated keys become arrays."""
-    out: dict[str, Any] = {}
-    for part in query.split("&") if query else []:
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        item: Any = unquote_plus(value) if sep else True
-        key = unquote_plus(key)
-        if key in out:
-            out[key] = [*out[key], item] if isinstance(out[key], list) else [out[key], item]
-        else:
-            out[key] = item
-    return out
-
-
-def _request_size(ex: Exchange) -> int:
-    """``$request_length``: request line, headers and body as received."""
-    line = len(f"{ex.method} {ex.request_uri} HTTP/{ex.http_version}\r\n")
-    headers = sum(len(k) + len(v) + 4 for k, v in ex.incoming)
-    return line + headers + 2 + len(ex.body)
-
-
-def _response_size(status: int, headers: list[tuple[str, str]], body: bytes) -> int:
-    """``$bytes_sent``: status line, headers and body."""
-    return len(f"HTTP/1.1 {status} \r\n") + sum(len(k) + len(v) + 4 for k, v in headers) + 2 + len(body)
 
 
 def _response_headers(items: list[tuple[str, str]], body_length: int) -> list[tuple[str, str]]:
