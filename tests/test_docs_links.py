@@ -15,6 +15,7 @@ This file is excluded from the scan: it necessarily spells the patterns it looks
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -193,12 +194,13 @@ def check_outside_pointers(path: Path, text: str, present_names: set[str]) -> It
 
 
 def scanned_files(root: Path) -> Iterator[Path]:
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if any(part in SKIPPED_DIRS or part.endswith(".egg-info") for part in relative.parts[:-1]):
-            continue
-        if path.is_file() and path.suffix in SCANNED_SUFFIXES and path.resolve() != THIS_FILE:
-            yield path
+    """The files to check, in a stable order; skipped folders are pruned, not walked."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info"))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if path.suffix in SCANNED_SUFFIXES and path.resolve() != THIS_FILE:
+                yield path
 
 
 def check_files(paths: Iterable[Path], root: Path) -> list[Finding]:
