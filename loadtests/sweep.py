@@ -38,6 +38,7 @@ from loadtests.measure import (
     sink_view,
     wait_flushed,
 )
+from otelgate import extras
 from otelgate.reports import sampling as report
 from otelgate.stacks.base import Stack, StackOptions
 from otelgate.stacks.registry import STACK_NAMES, stack_module
@@ -333,6 +334,10 @@ def _start_stack(args: argparse.Namespace, workdir: Path, progress: Progress) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    needs = extras.missing("locust", "matplotlib")  # imported only by the locust processes and the report
+    if needs:
+        print(f"loadtests.sweep: {needs}", file=sys.stderr)
+        return extras.EXIT_MISSING_EXTRA
     if args.workers < 0 or args.remote_workers < 0:
         print("error: --workers and --remote-workers must be 0 or more", file=sys.stderr)
         return 2

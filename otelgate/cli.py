@@ -6,6 +6,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from otelgate import extras, paths
 
 # subcommand -> (module, help). The module provides `add_arguments(parser)` and `run(args) -> int`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -17,6 +20,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("otelgate.collector.cli", "find or build otelgate's collector distribution"),
     "kongsim": ("otelgate.kongsim.__main__", "run the Kong 3.9 simulator (a test double for the local stack)"),
 }
+# Subcommands that read the deployment's manifests folder take --manifests DIR. It is applied before the
+# subcommand's module is imported, so module-level reads of the folder (and child processes) see it too.
+READS_MANIFESTS = frozenset({"up", "lint", "replay"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub_parser)
+        if name in READS_MANIFESTS:
+            _manifests_option(sub_parser)
     return parser
 
 
@@ -32,20 +41,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # load only the module of the chosen subcommand, so one broken concept does not break the others
     if argv and argv[0] in SUBCOMMANDS:
-        module_name, help_text = SUBCOMMANDS[argv[0]]
-        module = importlib.import_module(module_name)
-        parser = argparse.ArgumentParser(prog=f"otelgate {argv[0]}", description=help_text)
-        module.add_arguments(parser)
-        rest = argv[1:]
+        name, rest = argv[0], argv[1:]
         passthrough: list[str] = []
         if "--" in rest:  # `otelgate replay DUMP -- -k traces` hands the tail to pytest
             cut = rest.index("--")
             rest, passthrough = rest[:cut], rest[cut + 1:]
-        args = parser.parse_args(rest)
-        args.passthrough = passthrough
-        return int(module.run(args) or 0)
+        if name in READS_MANIFESTS and not _apply_manifests(name, rest):
+            return 2
+        try:
+            return _run(name, rest, passthrough)
+        except ModuleNotFoundError as exc:
+            line = extras.hint(exc)
+            if line is None:
+                raise
+            print(f"otelgate {name}: {line}", file=sys.stderr)
+            return extras.EXIT_MISSING_EXTRA
     build_parser().parse_args(argv)
     return 2
+
+
+def _manifests_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifests", type=Path, metavar="DIR", default=None,
+                        help="the deployment's manifests folder, with its otelgate.toml (default: the demo "
+                             f"deployment otelgate ships, or ${paths.MANIFESTS_ENV})")
+
+
+def _apply_manifests(name: str, rest: list[str]) -> bool:
+    early = argparse.ArgumentParser(add_help=False)
+    _manifests_option(early)
+    known, _ = early.parse_known_args(rest)
+    if known.manifests is None:
+        return True
+    try:
+        paths.use_manifests(known.manifests)
+    except paths.ManifestsError as exc:
+        print(f"otelgate {name}: --manifests {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _run(name: str, rest: list[str], passthrough: list[str]) -> int:
+    module_name, help_text = SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"otelgate {name}", description=help_text)
+    module.add_arguments(parser)
+    if name in READS_MANIFESTS:
+        _manifests_option(parser)
+    args = parser.parse_args(rest)
+    args.passthrough = passthrough
+    if name in READS_MANIFESTS:
+        args.manifests = paths.manifests_dir()
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from otelgate import paths
 from otelgate.cluster_topology import TOPOLOGY, Topology
 from otelgate.lint.crossrefs import (
     check_exporter_secret,
@@ -78,7 +79,8 @@ def lint_manifests(root: str | Path = "manifests", *, topology: Topology = TOPOL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", nargs="?", default="manifests", type=Path, help="the manifests folder")
+    parser.add_argument("path", nargs="?", default=None, type=Path,
+                        help="the manifests folder (default: --manifests, else the demo deployment otelgate ships)")
     parser.add_argument("--kubernetes-version", default=KUBERNETES_VERSION,
                         help=f"schema version for built-in kinds (default {KUBERNETES_VERSION}, the kind node's)")
     parser.add_argument("--ensure-deck", action="store_true",
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", flush=True)
             return 1
         return 0
+    args.path = args.path or getattr(args, "manifests", None) or paths.manifests_dir()
     if not args.path.is_dir():
         print(f"error: {args.path} is not a folder", flush=True)
         return 2
