@@ -52,7 +52,7 @@ def test_sampler_decides_kongs_fixed_ids_like_the_reference() -> None:
     # kong-3.9.md#kongs-fixed-test-trace-ids
     assert sample_trace_id(bytes.fromhex(SAMPLED_AT_HALF), 0.5) is True
     assert sample_trace_id(bytes.fromhex(NOT_SAMPLED_AT_HALF), 0.5) is False
-    # the fractions the reference tabulates (first 8 bytes little-endian / 2**64)
+    # the fractions kong-3.9.md#kongs-fixed-test-trace-ids tabulates (first 8 bytes little-endian / 2**64)
     assert int.from_bytes(bytes.fromhex(SAMPLED_AT_HALF)[:8], "little") / 2**64 == pytest.approx(0.177, abs=1e-3)
     assert int.from_bytes(bytes.fromhex(NOT_SAMPLED_AT_HALF)[:8], "little") / 2**64 == pytest.approx(0.650, abs=1e-3)
     assert sample_trace_id(bytes.fromhex(NOT_SAMPLED_AT_HALF), 1.0) is True
