@@ -25,9 +25,17 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 
 def bound_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket; binding here (not in uvicorn) lets port 0 pick a free port without a race."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    """A listening-ready TCP socket; binding here (not in uvicorn) lets port 0 pick a free port without a race.
+
+    The protocol must be given as ``IPPROTO_TCP``: asyncio sets ``TCP_NODELAY`` on accepted connections only when
+    ``sock.proto == IPPROTO_TCP`` (asyncio/base_events.py ``_set_nodelay``), and a socket made with proto 0 left
+    Nagle on. Then every response with a body (all refusals; a 200 has none) went out as two writes, headers and
+    body, and the body waited for the client's delayed ACK: 40+ ms per 4xx on a keep-alive connection. Linux also
+    copies ``TCP_NODELAY`` from the listening socket to accepted ones, so it is set here too.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
     except OSError:
