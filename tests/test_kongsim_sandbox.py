@@ -128,3 +128,27 @@ def test_static_check_names_each_refused_global_with_kongs_message() -> None:
     # Kong's own unwrap and everything on the whitelist pass; a global the snippet assigns is its own
     assert refused_globals(kongconfig.tcp_log_snippets(kongconfig.load())["trace_id"]) == []
     assert refused_globals("x = coroutine.running() return _VERSION, x, _G.pairs, math.floor(1.5)") == []
+
+
+def test_lint_names_the_refused_global_with_kongs_message(tmp_path: Any) -> None:
+    import shutil
+
+    import yaml
+
+    from otelgate import paths
+    from otelgate.lint import lint_manifests
+
+    manifests = tmp_path / "manifests"
+    shutil.copytree(paths.manifests_dir(), manifests)
+    kong_yaml = manifests / "kong" / "kong.yaml"
+    doc = yaml.safe_load(kong_yaml.read_text())
+    tcp = next(p for p in doc["plugins"] if p["name"] == "tcp-log")
+    tcp["config"]["custom_fields_by_lua"]["trace_id"] = (
+        "local t = kong.log.serialize().trace_id\nreturn setmetatable({}, {__index = t}).w3c")
+    kong_yaml.write_text(yaml.safe_dump(doc))
+    findings = [f"{f.file}: {f.message}" for f in lint_manifests(manifests)]
+    sandbox_findings = [f for f in findings if "custom_fields_by_lua" in f]
+    assert len(sandbox_findings) == 1, findings
+    assert "custom_fields_by_lua.trace_id uses setmetatable (line 2)" in sandbox_findings[0]
+    assert "attempt to call global 'setmetatable' (a nil value)" in sandbox_findings[0]
+    assert not [f for f in lint_manifests(paths.manifests_dir()) if "custom_fields_by_lua" in f.message]

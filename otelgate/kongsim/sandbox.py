@@ -178,7 +178,8 @@ end
 -- returns a list of {kind, name, line, use}: kind = "global" | "field" | "set_field" | "assign";
 -- for "field"/"set_field", name = "<global>.<field>"; use = "call" | "index" | "value"
 return function(code)
-  local main = assert(loadstring(code))
+  local main, err = load(code, nil, "t")
+  if not main then return {{"syntax", err, 0, "value"}} end
   local found = {}
   for _, fn in ipairs(protos(main, {})) do
     local info = ju.funcinfo(fn)
@@ -250,7 +251,10 @@ def uses(snippet: str) -> list[Use]:
     Raises :class:`lupa.luajit21.LuaError` when it does not compile."""
     with _analysis_lock:
         raw = _analyser()(snippet)
-        return [Use(str(item[1]), str(item[2]), int(item[3]), str(item[4])) for item in raw.values()]
+        found = [Use(str(item[1]), str(item[2]), int(item[3]), str(item[4])) for item in raw.values()]
+    if found and found[0].kind == "syntax":
+        raise luajit.LuaSyntaxError(found[0].name)
+    return found
 
 
 def _nil_message(kind: str, name: str, use: str) -> str:
@@ -287,6 +291,17 @@ def refused_globals(snippet: str) -> list[RefusedGlobal]:
             elif root == "_G" and item.kind == "field" and rest not in VISIBLE_GLOBALS and rest not in assigned:
                 out.append(RefusedGlobal(item.name, item.line, _nil_message("field", item.name, item.use)))
     return _unique(out)
+
+
+def snippet_problems(snippet: str) -> list[str]:
+    """What ``otelgate lint`` reports for one ``custom_fields_by_lua`` snippet, before anything runs: a compile
+    error, or each refused global with the message Kong raises (the access log line is then lost)."""
+    try:
+        found = refused_globals(snippet)
+    except luajit.LuaError as exc:
+        return [f"does not compile: {exc}"]
+    return [f"uses {r.name} (line {r.line}), which Kong 3.9's sandbox refuses: Kong raises \"{r.message}\" and "
+            "the access log line is lost (Kong/kong@3.9.1 kong/tools/kong-lua-sandbox.lua)" for r in found]
 
 
 def _unique(items: list[RefusedGlobal]) -> list[RefusedGlobal]:
