@@ -11,8 +11,10 @@ Sources (Kong/kong@3.9.1):
 - instrumentation.lua:61-66 ``kong.router`` (one per request, kong/runloop/handler.lua:1171);
   :77-152 ``kong.balancer``, one per try (CLIENT); :154-172 ``kong.<phase>.plugin.<name>`` for each plugin that
   runs in the rewrite / access / header_filter phase (kong/init.lua:332, :383, :453 — the iterator holds only the
-  plugins implementing that phase); :284-309 ``kong.dns`` around ``toip``, which the balancer calls once per try
-  when the upstream host is a name, not for an IP address (kong/runloop/balancer/init.lua:289-296 and :374).
+  plugins implementing that phase); :284-309 ``kong.dns`` around ``toip``, which the balancer calls when the
+  upstream host is a name, not for an IP address (kong/runloop/balancer/init.lua:289-296 and :374). Retries
+  resolve again, but in the ``balancer`` phase, where ``start_span`` returns a no-op span (kong/pdk/tracing.lua:
+  436-444 VALID_TRACING_PHASES has no ``balancer``; :509-515): only the first try's ``kong.dns`` is recorded.
 - ``kong.database.query`` (db_query) and ``kong.internal.request`` (http_client) are not created per proxied
   request in a DB-less node whose plugins make no HTTP calls on the request path; this oracle counts none.
 - Phase handlers of the plugins otelgate configures: kong/plugins/opentelemetry/handler.lua:28 ``access``, :36
@@ -75,7 +77,7 @@ def expected_kong_spans(instrumentations: str | Iterable[str], *, upstream_is_ho
             if phase in PLUGIN_PHASES[plugin]:
                 spans[f"kong.{phase}.plugin.{plugin}"] = 1
     if "dns_query" in on and upstream_is_hostname:
-        spans["kong.dns"] = tries
+        spans["kong.dns"] = 1
     if "balancer" in on:
         spans["kong.balancer"] = tries
     return spans
