@@ -183,6 +183,18 @@ def _inject_list(v: Any) -> str | None:
         if missing else None
 
 
+def _format(implemented: tuple[str, ...], extra: tuple[str, ...] = ()) -> Check:
+    """A propagation format: Kong's formats the simulator lacks are refused as not simulated (not as invalid)."""
+    def check(v: Any) -> str | None:
+        if v in implemented:
+            return None
+        if v in _KONG_FORMATS or v in extra:
+            return (f"{v!r} propagation is not simulated by the Kong simulator (it implements "
+                    f"{list(implemented)}); run this config on the docker or kind stack")
+        return f"expected one of {[*implemented, *extra]}, got {v!r}"
+    return check
+
+
 def _clear_list(v: Any) -> str | None:
     return None if v is None else _string_list()(v)
 
@@ -191,7 +203,7 @@ PROPAGATION_SPEC: Spec = {
     "extract": (_extract_list, None),
     "clear": (_clear_list, None),
     "inject": (_inject_list, None),
-    "default_format": (_one_of("w3c", "b3", "b3-single"), "w3c"),
+    "default_format": (_format(("w3c", "b3", "b3-single")), "w3c"),
 }
 
 OTEL_SPEC: Spec = {
@@ -207,7 +219,7 @@ OTEL_SPEC: Spec = {
     "send_timeout": (_int(0, 2**31 - 2), 5000),
     "read_timeout": (_int(0, 2**31 - 2), 5000),
     "http_response_header_for_traceid": (_string, None),
-    "header_type": (_one_of("preserve", "ignore", "w3c", "b3", "b3-single"), "preserve"),
+    "header_type": (_format(("preserve", "ignore", "w3c", "b3", "b3-single")), "preserve"),
     "sampling_rate": (_number(0, 1), None),
     "propagation": (lambda v: None, None),  # checked as a record below
 }
@@ -237,7 +249,7 @@ SERVICE_SPEC: Spec = {
     "id": (_string, None),
     "name": (_string, None),
     "url": (_url, None),
-    "protocol": (_one_of("http", "https"), "http"),
+    "protocol": (_one_of("http"), "http"),  # TLS, gRPC, TCP upstreams are not simulated
     "host": (_string, None),
     "port": (_int(0, 65535), None),
     "path": (_string, None),
@@ -255,6 +267,15 @@ SERVICE_SPEC: Spec = {
     "plugins": (lambda v: None if not v else "service-scoped plugins are not implemented by the Kong simulator "
                 "(use global plugins)", None),
 }
+
+
+def _route_protocols(v: Any) -> str | None:
+    if err := _string_list(_one_of("http", "https"))(v):
+        return err
+    if "http" not in v:
+        return (f"{v} excludes http: the Kong simulator's proxy listens on plain HTTP only (no TLS), so this route "
+                "could never match there")
+    return None
 
 
 def _paths(v: Any) -> str | None:
@@ -277,7 +298,7 @@ ROUTE_SPEC: Spec = {
     "paths": (_paths, _MISSING),
     "strip_path": (_bool, True),
     "preserve_host": (_bool, False),
-    "protocols": (_string_list(_one_of("http", "https")), ["http", "https"]),
+    "protocols": (_route_protocols, ["http", "https"]),
     "tags": (_string_list(), None),
     "methods": (_unsupported, None),
     "hosts": (_unsupported, None),
@@ -439,8 +460,9 @@ def _parse_services(doc: dict[str, Any], problems: list[str]) -> tuple[Service, 
         if not svc:
             continue
         protocol, host, port, path = _service_location(svc, where, problems)
-        if protocol not in ("http", "https"):
-            problems.append(f"{where}: protocol {protocol!r} not implemented by the Kong simulator")
+        if protocol != "http":
+            problems.append(f"{where}: protocol {protocol!r} is not simulated by the Kong simulator (it proxies "
+                            "plain HTTP/1.1 to plain HTTP upstreams: no TLS, gRPC, TCP or WebSocket)")
         svc_id = _entity_id(svc.get("id"), "services", svc.get("name") or f"#{index}")
         entity = {k: v for k, v in svc.items() if v is not None and k not in ("routes", "url", "plugins")}
         entity.update(id=svc_id, protocol=protocol, host=host, port=port, ws_id=DEFAULT_WORKSPACE_ID,

@@ -14,7 +14,8 @@ from otelgate import kongconfig
 from otelgate.kongconfig import KONG_REWRITES, KongConfigError, config_diff, derive_kong_config, is_rewrite
 from otelgate.kongsim.node import build_runtime
 
-CLUSTER_COLLECTOR = "kong-otel-collector.observability.svc.cluster.local"
+# the collector Service's DNS name (its namespace belongs to the cluster manifests; lint checks it against them)
+CLUSTER_COLLECTOR = re.compile(r"kong-otel-collector\.[a-z0-9-]+\.svc\.cluster\.local")
 
 
 @pytest.fixture()
@@ -43,12 +44,13 @@ def test_cluster_file_services_routes_and_plugins(doc: dict[str, Any]) -> None:
         "pricing-route": (("/pricing",), True),
     }
     otel = _plugin(doc, "opentelemetry")["config"]
-    assert otel["traces_endpoint"] == f"http://{CLUSTER_COLLECTOR}:4318/v1/traces"
+    endpoint = re.fullmatch(r"http://([^:/]+):4318/v1/traces", otel["traces_endpoint"])
+    assert endpoint and CLUSTER_COLLECTOR.fullmatch(endpoint.group(1)), otel["traces_endpoint"]
     assert otel["resource_attributes"] == {"service.name": "kong-otel"}
     prom = _plugin(doc, "prometheus")["config"]
     assert prom["status_code_metrics"] is prom["latency_metrics"] is prom["bandwidth_metrics"] is True
     tcp = _plugin(doc, "tcp-log")["config"]
-    assert (tcp["host"], tcp["port"]) == (CLUSTER_COLLECTOR, 54525)
+    assert (tcp["host"], tcp["port"]) == (endpoint.group(1), 54525)
     assert set(tcp["custom_fields_by_lua"]) == {"trace_id"}
     # global plugins only: none is scoped to a service or route
     assert all(set(p) <= {"name", "config"} for p in doc["plugins"])
@@ -88,6 +90,19 @@ def test_parse_applies_kong_defaults(doc: dict[str, Any]) -> None:
     (lambda d: d["plugins"][0]["config"].update(sampling_rate=1.5), "expected a number between 0 and 1"),
     (lambda d: d["plugins"][2]["config"].pop("port"), "plugins[tcp-log].config.port: required field missing"),
     (lambda d: d.update(_format_version="1.1"), '_format_version: expected "3.0"'),
+    # what the simulator does not model is refused with a clear message (docs/kong-simulator.md, "Refused at load")
+    (lambda d: d.update(upstreams=[{"name": "coupon-up"}]), "upstreams: top-level entity not implemented"),
+    (lambda d: d["services"][0].update(url="https://coupon.example:8443"),
+     "protocol 'https' is not simulated by the Kong simulator"),
+    (lambda d: d["services"][0]["routes"][0].update(protocols=["https"]), "excludes http"),
+    (lambda d: d["services"][0].update(url="grpc://coupon.example:9000"), "expected an http(s) URL"),
+    (lambda d: d["plugins"][0]["config"].update(header_type="jaeger"),
+     "'jaeger' propagation is not simulated by the Kong simulator"),
+    (lambda d: d["plugins"][0]["config"].update(propagation={"inject": ["ot"], "default_format": "w3c"}),
+     "injector(s) ['ot'] not implemented"),
+    (lambda d: d["plugins"][0]["config"].update(propagation={"default_format": "gcp"}),
+     "'gcp' propagation is not simulated by the Kong simulator"),
+    (lambda d: d["plugins"][2]["config"].update(tls=True), "tls: not implemented by the Kong simulator"),
 ])
 def test_unsupported_or_invalid_config_is_reported_loudly(doc: dict[str, Any], mutate: Any, expected: str) -> None:
     mutate(doc)
