@@ -143,7 +143,7 @@ class TraceWatch:
 TraceHook = Callable[[Stack, TraceWatch], None]
 
 
-def _observe_trace(stack: Stack, watch: TraceWatch) -> TraceWatch:
+def _observe_trace(stack: Stack, watch: TraceWatch, path: Sequence[str]) -> TraceWatch:
     if watch.root is None:
         watch.root = kong_roots_of(stack, [watch.request_id]).get(watch.request_id)
     if watch.log is None:
@@ -153,7 +153,7 @@ def _observe_trace(stack: Stack, watch: TraceWatch) -> TraceWatch:
         if len(spans) != len(watch.spans):
             watch.count_since = time.monotonic()
         watch.spans = spans
-    if watch.root is None or not _path_ok(watch.spans):
+    if watch.root is None or not _path_ok(watch.spans, path):
         watch.reachable = probe.collector_reachable(stack)
         if watch.reachable is False:
             watch.down_since = watch.down_since or time.monotonic()
@@ -230,7 +230,7 @@ def wait_for_trace_of_request(stack: Stack, request_id: str, path: Sequence[str]
     outcome: dict[str, ExpectationFailed | bool] = {"value": False}
 
     def observe() -> TraceWatch:
-        _observe_trace(stack, watch)
+        _observe_trace(stack, watch, path)
         if hook is not None:
             hook(stack, watch)
         outcome["value"] = _trace_conclusion(stack, watch, path)
@@ -307,6 +307,19 @@ def wait_for_scrape_after(stack: Stack, after_ns: int, what: str, since_ns: int 
     return first
 
 
+def _traffic_then_scrape(stack: Stack, requests: int, url_path: str, started: int) -> list[Mapping[str, Any]]:
+    traffic = send(stack.gateway_url, url_path, requests)
+    require_ok(traffic, requests)
+    wait_for_scrape_after(stack, traffic.ended_ns + KONG_SYNC_NS, "a scrape after the traffic", since_ns=started)
+    return _kong_points(stack)
+
+
+def _anchored(points: Sequence[Mapping[str, Any]], baseline: int, route: str) -> bool:
+    """The request counter's first window after ``baseline`` starts at it (no unexported scrape in between)."""
+    after = expect_metrics.select(points, REQUEST_COUNTER, baseline, **{ROUTE_LABEL: route})
+    return not after or min(int(p["start_unix_nano"]) for p in after) <= baseline
+
+
 def rejections_since(stack: Stack, after_ns: int) -> list[Mapping[str, Any]]:
     """Rejections the sink recorded after ``after_ns`` (earlier ones belong to earlier checks)."""
     return [r for r in stack.sink.rejections() if float(r.get("at", 0)) * 1e9 >= after_ns]
@@ -320,14 +333,16 @@ def check_metrics_delta_and_counts(
     histogram count exactly the requests sent, with ``kong.deployment.name`` on every point.
 
     The baseline is the newest scrape already in the sink (the warm-up primed every route's series), so the check
-    waits for one scrape: the first one taken after the traffic plus Kong's one-second counter sync.
+    waits for one scrape: the first one taken after the traffic plus Kong's one-second counter sync. If the
+    collector restarted since that scrape, its first scrape is a new baseline that is never exported (the window
+    after the baseline is not anchored at it): the check then takes a fresh baseline and sends its traffic again.
     """
     started = now_ns()
-    baseline = latest_scrape(stack, started) or wait_for_scrape_after(stack, started, "a scrape before the traffic")
-    traffic = send(stack.gateway_url, url_path, requests)
-    require_ok(traffic, requests)
-    wait_for_scrape_after(stack, traffic.ended_ns + KONG_SYNC_NS, "a scrape after the traffic", since_ns=started)
-    points = _kong_points(stack)
+    baseline = latest_scrape(stack, started)
+    points = _traffic_then_scrape(stack, requests, url_path, started) if baseline else []
+    if not baseline or not _anchored(points, baseline, route):
+        baseline = wait_for_scrape_after(stack, now_ns(), "a scrape before the traffic", since_ns=started)
+        points = _traffic_then_scrape(stack, requests, url_path, started)
     # on the Dynatrace-profile sink cumulative points are refused, not stored: the refusal check above decides;
     # assert_all_delta's docstring says what it adds (and it refuses to pass on no data)
     expect_metrics.assert_all_delta(points)

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from otelgate import claims
+from otelgate.expect import kong_sampler
 from otelgate.expect import logs as expect_logs
 from otelgate.expect import sampling as expect_sampling
 from otelgate.expect.errors import Evidence, ExpectationFailed
@@ -66,8 +67,8 @@ def _trace_id_of(record: Mapping[str, Any]) -> str:
     return str(expect_logs.attribute(record, "trace_id") or record.get("trace_id") or "")
 
 
-def check_sampling_decisions(stack: Stack, rate: float, requests: int = 200, url_path: str = claims.PRICING_PATH,
-                             trace_ids: Sequence[str] | None = None,
+def check_sampling_decisions(stack: Stack, rate: float, requests: int = 200,
+                             url_path: str = claims.SAMPLING_ROUTE.path, trace_ids: Sequence[str] | None = None,
                              expected_count: int | None = None) -> expect_sampling.DecisionReport:
     """At rate ``rate`` (already in force), each of ``requests`` requests is traced iff Kong's rule says so.
 
@@ -99,3 +100,24 @@ def _assert_continued(traffic: Traffic, trace_ids: Sequence[str], logged: Mappin
         raise ExpectationFailed("TRACE_NOT_CONTINUED", f"{len(wrong)} of {len(sent)} requests' access logs do not "
                                 "carry the trace id the client sent", "\n".join(wrong[:5]),
                                 Evidence(expected=len(sent), seen=len(sent) - len(wrong)))
+
+
+CRAFTED_SEED = 20261126
+CRAFTED_COUNT = 100  # stratified ids: exactly rate * count are sampled; a 10% threshold shift moves at least one
+
+
+def check_crafted_sampling(stack: Stack, rate: float, count: int = CRAFTED_COUNT,
+                           seed: int = CRAFTED_SEED) -> expect_sampling.DecisionReport:
+    """At ``rate`` (applied here, then restored), ``count`` stratified crafted ids plus the three boundary ids
+    (one below, at, one above ``rate * 2^64``) are sampled exactly as Kong's rule says, in exactly the number it
+    gives (``round(rate * count) + 1``, ±0)."""
+    boundary = kong_sampler.boundary_ids(rate)
+    trace_ids = [*expect_sampling.stratified_trace_ids(count, seed), boundary["below"], boundary["at"],
+                 boundary["above"]]
+    exact = expect_sampling.stratified_count(count, rate) + 1
+    with claims.applied(stack, sampling_rate=rate):
+        report = check_sampling_decisions(stack, rate, len(trace_ids), trace_ids=trace_ids, expected_count=exact)
+    if report.traced != exact:  # assert_decisions already failed on any mismatch; this pins the count itself
+        raise ExpectationFailed("SAMPLING_DECISION", f"{report.traced} crafted ids traced, exactly {exact} expected",
+                                str(report), Evidence(expected=exact, seen=report.traced, facts={"rate": rate}))
+    return report
