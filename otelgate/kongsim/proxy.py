@@ -241,10 +241,8 @@ class ProxyApp:
         url = f"{service.protocol}://{_bracket(target_host)}:{service.port}{ex.upstream_uri}"
         max_tries = service.retries + 1
         for attempt in range(1, max_tries + 1):
-            if attempt > 1 and hostname_type(service.host) == "name":
-                # a retry runs balancer.execute again: one more (cache-only) lookup and kong.dns span
-                # (Kong/kong@3.9.1 kong/init.lua Kong.balancer: balancer.execute on try_count > 1)
-                ip = (await self._resolve(ex, service.host, service.port))[0] or ip
+            # a retry resolves again from the DNS cache in the balancer phase, which is not a tracing phase: no
+            # kong.dns span (Kong/kong@3.9.1 kong/pdk/tracing.lua:436-444,509-515); the simulator keeps the address
             attempt_try = Try(balancer_start_ns=time.time_ns(), ip=ip, port=service.port)
             ex.tries.append(attempt_try)
             sent_ns = time.time_ns()
