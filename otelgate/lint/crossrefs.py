@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from otelgate import topology as demo_topology
 from otelgate.cluster_topology import TOKEN_PLACEHOLDER, Topology
+from otelgate.kongsim.sandbox import snippet_problems
 from otelgate.lint.model import (
     CollectorFacts,
     Doc,
@@ -16,6 +18,7 @@ from otelgate.lint.model import (
     receiver,
     url_parts,
 )
+from otelgate.paths import TOPOLOGY_FILE
 
 SINK_INGEST_PATH = "/api/v2/otlp"   # the sink's dynatrace profile
 
@@ -60,6 +63,9 @@ def check_kong_plugins(m: Manifests, c: CollectorFacts, kong: dict[str, Any]) ->
         if c.tcp_log is not None and str(tcp.get("port")) != str(c.tcp_log):
             m.add(file, f"tcp-log port {tcp.get('port')} != the collector's tcp_log receiver port {c.tcp_log} "
                         f"({c.file})")
+        for key, code in (tcp.get("custom_fields_by_lua") or {}).items():  # Kong's sandbox rules, before any run
+            for problem in snippet_problems(str(code)):
+                m.add(file, f"tcp-log custom_fields_by_lua.{key} {problem}")
     if "prometheus" not in plugins:
         m.add(file, "no prometheus plugin: Kong's Status API /metrics would have no kong_* metrics")
 
@@ -294,16 +300,21 @@ def _check_frontend_call(m: Manifests, file: str, where: str, kong: dict[str, An
 
 
 def check_exporter_secret(m: Manifests, c: CollectorFacts, topology: Topology) -> None:
+    try:
+        token_env = demo_topology.current(m.root).token_env
+    except demo_topology.TopologyError as exc:
+        m.add(m.rel(m.root / TOPOLOGY_FILE), str(exc))
+        return
     env = {e.get("name"): e for e in c.spec.get("env") or []}
     sink_services = [d for d in m.objects("Service") if d.name == topology.sink_name]
-    for variable, purpose in (("DT_ENDPOINT", "endpoint"), ("DT_API_TOKEN", "token")):
+    for variable, purpose in (("DT_ENDPOINT", "endpoint"), (token_env, "token")):
         ref = ((env.get(variable) or {}).get("valueFrom") or {}).get("secretKeyRef")
         if variable not in env:
             m.add(c.file, f"spec.env has no {variable} (the exporter's {purpose})")
             continue
         if not ref:
-            if variable == "DT_API_TOKEN":
-                m.add(c.file, "spec.env DT_API_TOKEN is not read from a Secret (a literal token in a manifest)")
+            if variable == token_env:
+                m.add(c.file, f"spec.env {token_env} is not read from a Secret (a literal token in a manifest)")
             continue
         secret = next((d for d in m.objects("Secret") if d.name == ref.get("name") and d.namespace == c.namespace),
                       None)
@@ -316,7 +327,7 @@ def check_exporter_secret(m: Manifests, c: CollectorFacts, topology: Topology) -
             m.add(secret.file, f"Secret/{secret.name} has no key {ref.get('key')!r} (read by {c.file} {variable})")
             continue
         value = str(data[ref.get("key")])
-        if variable == "DT_API_TOKEN" and value != TOKEN_PLACEHOLDER:
+        if variable == token_env and value != TOKEN_PLACEHOLDER:
             m.add(secret.file, f"Secret/{secret.name} key {ref.get('key')} holds a literal value; keep the "
                                f"{TOKEN_PLACEHOLDER} placeholder (otelgate fills it in, never commits a token)")
         if variable == "DT_ENDPOINT":

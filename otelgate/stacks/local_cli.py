@@ -36,8 +36,9 @@ def plan() -> list[str]:
         f"injection (PYTHONPATH sitecustomize, env from {INSTRUMENTATION_YAML}); ready on GET /healthz",
         f"4. Kong 3.9 simulator (a test double): python -m otelgate.kongsim with the config derived from {KONG_YAML} "
         "(rewrites: otelgate.kongconfig.KONG_REWRITES); ready on Admin GET /status and the proxy port",
-        f"5. canary: GET {CANARY_PATH} through the gateway until its trace "
-        f"({' -> '.join(TOPOLOGY.canary.service_path)}) is in the sink; then the sink is reset",
+        f"5. canary: GET {CANARY_PATH} through the gateway until its Kong root span is in the sink "
+        f"(then up to 5 s more for the rest of its trace, {' -> '.join(TOPOLOGY.canary.service_path)}); then the "
+        "sink is reset",
     ]
 
 

@@ -26,6 +26,7 @@ from otelgate.stacks.docker.specs import (
     KONG_VALUES,
     KONG_YAML,
     SECRET_PLACEHOLDER,
+    TOPOLOGY,
     ContainerSpec,
     container_specs,
     spec_by_name,
@@ -129,7 +130,8 @@ def plan(settings: StackSettings | None = None) -> list[str]:
     lines.append(f"{step}. all containers start at once; then each is waited on in the order above (ready when ...)")
     step += 1
     lines.append(f"{step}. canary: GET {CANARY_PATH} through Kong's proxy with a traceparent Kong samples at any rate "
-                 "above 0, until that trace (kong-otel -> coupon -> membership) is in the sink; then the sink is reset")
+                 "above 0, until Kong's span of that trace is in the sink (then up to 10 s more for the rest of its "
+                 f"trace, {' -> '.join(TOPOLOGY.canary.service_path)}); then the sink is reset")
     step += 1
     lines.append(f"{step}. end: containers and network removed (kept with --keep / pytest --keep-stack); on a failed "
                  "bring-up every container's log is written to <workdir>/diagnostics first")

@@ -58,6 +58,7 @@ class Timeouts:
 
     serving: float = 90.0
     canary: float = 60.0
+    canary_services: float = 10.0  # the rest of the canary's trace, after Kong's span (not a readiness condition)
     reconfigure: float = 30.0
     stop: int = 10
 

@@ -31,8 +31,9 @@ from otelgate.stacks.docker.evidence import (
     RECONFIGURE_DONE,
     KongReloadFailed,
     ReloadEvidence,
+    canary_services,
     canary_traceparent,
-    wait_canary_trace,
+    wait_canary_root,
     worker_count,
 )
 from otelgate.stacks.docker.specs import (
@@ -96,6 +97,7 @@ class DockerStack:
         self._sink: SinkClient | None = None
         self.bring_up_seconds: float | None = None
         self.canary_trace_id: str | None = None
+        self.canary_services = ""  # the services seen in the canary's trace (for the summary)
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------------------------------
@@ -307,8 +309,8 @@ class DockerStack:
 
     def _canary(self) -> None:
         """One request through Kong with a crafted ``traceparent`` whose trace Kong samples at any rate above 0;
-        wait until that trace holds Kong's, coupon's and membership's spans. At rate 0 nothing can be traced: the
-        canary then proves only that Kong proxies."""
+        ready when Kong's span of that trace is in the sink (the rest of the path is the trace claim's verdict). At
+        rate 0 nothing can be traced: the canary then proves only that Kong proxies."""
         trace_id, traceparent = canary_traceparent()
         response = httpx.get(f"{self.gateway_url}{CANARY_PATH}", headers={"traceparent": traceparent}, timeout=10.0)
         if response.status_code != 200:
@@ -319,13 +321,14 @@ class DockerStack:
             self._say(f"sampling rate {rate}: the canary cannot be traced; it proved only that Kong proxies")
         else:
             try:
-                wait_canary_trace(self.sink, trace_id, self.timeouts.canary)
+                wait_canary_root(self.sink, trace_id, self.timeouts.canary)
             except AssertionError as exc:
                 tails = "\n".join(f"--- {n} log tail ---\n{self._log_tail(n)}" for n in ("collector", "kong"))
-                raise StackStartError(redact(f"canary trace did not reach the sink: {exc}\n{tails}", self._token)) \
-                    from None
+                raise StackStartError(redact(f"the canary's Kong span did not reach the sink: {exc}\n{tails}",
+                                             self._token)) from None
             self.canary_trace_id = trace_id
-        self.sink.reset()  # the suites start from an empty sink; the canary proved the path
+            self.canary_services = canary_services(self.sink, trace_id, self.timeouts.canary_services)
+        self.sink.reset()  # the suites start from an empty sink; the canary proved the pipeline carries data
 
     # --- the Stack protocol --------------------------------------------------------------------------------------
 
@@ -550,7 +553,7 @@ class DockerStack:
     def _summary(self) -> str:
         lines = [f"otelgate docker stack (run {self.run_id}, workdir {self.workdir})", f"settings: {self.settings}",
                  f"kong deployment name (collector attribute): {self.kong_deployment_name}",
-                 f"canary trace: {self.canary_trace_id}"]
+                 f"canary trace: {self.canary_trace_id} ({self.canary_services or 'not traced'})"]
         if self.bring_up_seconds is not None:
             lines.append(f"bring-up to first green canary: {self.bring_up_seconds:.2f} s")
         lines.append("containers:")
