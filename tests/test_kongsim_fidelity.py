@@ -247,3 +247,18 @@ def test_route_priority_is_an_unknown_field() -> None:
     with pytest.raises(kongconfig.KongConfigError, match=re.escape("routes[0].priority: unknown field")):
         kongconfig.parse(doc)
 
+
+
+def test_tracing_instrumentations_are_read_as_kong_reads_them() -> None:
+    from otelgate.kongsim.tracing import parse_instrumentations
+
+    # instrumentation.lua:409,422 look only at the first item: "router,all" enables router (and the root), not all
+    assert parse_instrumentations("router,all") == {"router", "all"}
+    assert "balancer" not in parse_instrumentations("router,all")
+    assert {"router", "balancer", "dns_query"} <= parse_instrumentations("all")
+    assert parse_instrumentations("off") == frozenset()
+    # kong/conf_loader/parse.lua:826-836: unknown types and off-with-others are errors, with Kong's wording
+    with pytest.raises(ValueError, match="invalid tracing type: tracing"):
+        parse_instrumentations("router,tracing")
+    with pytest.raises(ValueError, match="invalid tracing types: off, other types are mutually exclusive"):
+        parse_instrumentations("off,router")
