@@ -668,36 +668,13 @@ def derive_kong_config(
     return out
 
 
-def _list_key(item: Any, index: int) -> str:
-    if isinstance(item, dict) and isinstance(item.get("name"), str):
-        return item["name"]
-    return str(index)
-
-
-def config_diff(before: Any, after: Any, path: str = "") -> list[str]:
+def config_diff(before: Any, after: Any) -> list[str]:
     """Paths whose values differ between two configs, e.g. ``services[coupon].url``,
-    ``plugins[opentelemetry].config.traces_endpoint``. Named list items are matched by name."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        diffs = []
-        for key in sorted(set(before) | set(after), key=str):
-            sub = f"{path}.{key}" if path else str(key)
-            if key not in before or key not in after:
-                diffs.append(sub)
-            else:
-                diffs.extend(config_diff(before[key], after[key], sub))
-        return diffs
-    if isinstance(before, list) and isinstance(after, list):
-        left = {_list_key(x, i): x for i, x in enumerate(before)}
-        right = {_list_key(x, i): x for i, x in enumerate(after)}
-        diffs = []
-        for key in sorted(set(left) | set(right)):
-            sub = f"{path}[{key}]"
-            if key not in left or key not in right:
-                diffs.append(sub)
-            else:
-                diffs.extend(config_diff(left[key], right[key], sub))
-        return diffs
-    return [] if before == after else [path]
+    ``plugins[opentelemetry].config.traces_endpoint``. Named list items are matched by name
+    (:func:`otelgate.configdiff.changes`)."""
+    from otelgate.configdiff import changes
+
+    return [change.dotted for change in changes(before, after)]
 
 
 def is_rewrite(path: str, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> bool:

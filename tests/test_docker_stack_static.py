@@ -26,6 +26,7 @@ from otelgate.collector import CollectorNotFound, find_collector, load_collector
 from otelgate.collector.config import rewritten_by
 from otelgate.collector.process import missing_env
 from otelgate.collector.testing import collector_required
+from otelgate.configdiff import changes
 from otelgate.demoapp.launch import Instrumentation
 from otelgate.stacks.base import StackSettings, StackStartError
 from otelgate.stacks.docker import cli as docker_cli
@@ -178,14 +179,14 @@ def test_kong_env_is_the_helm_values_env_plus_the_documented_docker_keys(specs: 
     assert env["KONG_ADMIN_LISTEN"] == "0.0.0.0:8001", "reconfigure() needs the Admin API on the network"
     assert [p.port for p in spec(specs, "kong").ports if p.published] == [8000, 8001, 8100]
     assert spec(specs, "kong").wait.port == 8100 and spec(specs, "kong").wait.path == "/status/ready"
-    assert kong_evidence.worker_count(env) == 1, "reconfigure() counts one 'declarative reconfigure took' line per worker"
+    assert kong_evidence.worker_count(env) == 1, "reconfigure() counts one 'reconfigure took' line per worker"
 
 
 # --- the collector --------------------------------------------------------------------------------------------------
 
 
 def _changed_paths(before: Any, after: Any) -> list[tuple[str | int, ...]]:
-    return [path for path, _value in docker_cli._changed_leaves(before, after)]
+    return [change.path for change in changes(before, after)]
 
 
 def test_collector_config_is_the_resource_changed_only_at_rewrites(specs: list[ds.ContainerSpec]) -> None:

@@ -35,6 +35,14 @@ class StackSettings:
     def with_changes(self, **changes: Any) -> StackSettings:
         return replace(self, **changes)
 
+    def kong_plugin_overrides(self) -> dict[str, dict[str, Any]]:
+        """What these settings change in kong.yaml's plugins (``kongconfig.derive_kong_config(plugin_overrides=)``):
+        :attr:`kong_plugin_config`, plus :attr:`sampling_rate` as the opentelemetry plugin's ``sampling_rate``."""
+        overrides = {name: dict(keys) for name, keys in self.kong_plugin_config.items()}
+        if self.sampling_rate is not None:
+            overrides.setdefault("opentelemetry", {})["sampling_rate"] = self.sampling_rate
+        return overrides
+
 
 # Which settings each part of a stack applies: Kong's declarative config (a reload), kong.conf (a new Kong), the
 # collector (a new collector).

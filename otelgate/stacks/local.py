@@ -307,9 +307,6 @@ class LocalStack:
         from otelgate import kongconfig
 
         assert self._collector_ports is not None
-        overrides: dict[str, dict[str, Any]] = {k: dict(v) for k, v in settings.kong_plugin_config.items()}
-        if settings.sampling_rate is not None:
-            overrides.setdefault("opentelemetry", {})["sampling_rate"] = settings.sampling_rate
         return kongconfig.derive_kong_config(
             kongconfig.load(self.kong_yaml),
             # a hostname, as on the cluster: Kong resolves names (kong.dns span) but not IP literals
@@ -317,7 +314,7 @@ class LocalStack:
             otlp_traces_endpoint=f"http://{HOST}:{self._collector_ports.otlp_http}/v1/traces",
             tcp_log_host=HOST,
             tcp_log_port=self._collector_ports.tcplog,
-            plugin_overrides=overrides,
+            plugin_overrides=settings.kong_plugin_overrides(),
         )
 
     def _start_kong(self) -> None:

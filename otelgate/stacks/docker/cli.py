@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from otelgate.configdiff import changes
 from otelgate.stacks.base import StackOptions, StackSettings, StackStartError
 from otelgate.stacks.console import print_status_until_interrupted, print_urls, sink_status, stop_on_signals
 from otelgate.stacks.docker.daemon import daemon_problem
@@ -62,44 +61,15 @@ def _rewrite_lines(settings: StackSettings, specs: Sequence[ContainerSpec]) -> l
              f"  kong.yaml vs {KONG_YAML} (otelgate.kongconfig.KONG_REWRITES + overrides):"]
     kong_doc = yaml.safe_load(spec_by_name(specs, "kong").file(KONG_DECLARATIVE_PATH).content)
     original = kongconfig.load(KONG_YAML)
-    for diff_path in kongconfig.config_diff(original, kong_doc):
-        lines.append(f"    {diff_path}: {_lookup_diff(kong_doc, diff_path)}")
+    for change in changes(original, kong_doc):
+        lines.append(f"    {change.dotted}: {'(removed)' if change.after is None else json.dumps(change.after)}")
     lines.append(f"  collector config vs {COLLECTOR_YAML} spec.config (otelgate.collector.REWRITES):")
     collector_doc = yaml.safe_load(spec_by_name(specs, "collector").file(COLLECTOR_CONFIG_PATH).content)
-    for path, value in _changed_leaves(resource_config(load_collector_resource(COLLECTOR_YAML)), collector_doc):
-        rule = rewritten_by(path)
-        lines.append(f"    {'.'.join(map(str, path))} = {json.dumps(value)}"
+    for change in changes(resource_config(load_collector_resource(COLLECTOR_YAML)), collector_doc):
+        rule = rewritten_by(change.path)
+        lines.append(f"    {change.dotted} = {json.dumps(change.after)}"
                      + (f"  [{rule.why}]" if rule else "  [NOT A DOCUMENTED REWRITE]"))
     return lines
-
-
-def _lookup_diff(doc: Any, path: str) -> str:
-    """The new value at a ``kongconfig.config_diff`` path (``services[coupon].url``), for printing."""
-    node = doc
-    for part in re.findall(r"[^.\[\]]+|\[[^\]]+\]", path):
-        if part.startswith("["):
-            key = part[1:-1]
-            node = next((x for i, x in enumerate(node) if (isinstance(x, dict) and x.get("name") == key)
-                         or str(i) == key), None)
-        elif isinstance(node, dict):
-            node = node.get(part)
-        else:
-            node = None
-    return "(removed)" if node is None else json.dumps(node)
-
-
-def _changed_leaves(before: Any, after: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...],
-                                                                                              Any]]:
-    """``(path, new value)`` for each place ``after`` differs from ``before`` (a removed key reports None)."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        out: list[tuple[tuple[str | int, ...], Any]] = []
-        for key in list(before) + [k for k in after if k not in before]:
-            out.extend(_changed_leaves(before.get(key), after.get(key), (*path, key)))
-        return out
-    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [item for index, (b, a) in enumerate(zip(before, after, strict=True))
-                for item in _changed_leaves(b, a, (*path, index))]
-    return [] if before == after else [(path, after)]
 
 
 def plan(settings: StackSettings | None = None) -> list[str]:

@@ -228,16 +228,13 @@ def derive_kong_config(settings: StackSettings, collector_ports: CollectorPortsI
     """``kong.yaml`` with upstreams -> ``http://<service>:8080`` and telemetry -> the ``collector`` container."""
     from otelgate import kongconfig
 
-    overrides: dict[str, dict[str, Any]] = {name: dict(keys) for name, keys in settings.kong_plugin_config.items()}
-    if settings.sampling_rate is not None:
-        overrides.setdefault("opentelemetry", {})["sampling_rate"] = settings.sampling_rate
     return kongconfig.derive_kong_config(
         kongconfig.load(kong_yaml),
         upstreams={name: f"http://{name}:{SERVICE_PORT}" for name in GATEWAY_SERVICES},
         otlp_traces_endpoint=f"http://collector:{collector_ports.otlp_http}/v1/traces",
         tcp_log_host="collector",
         tcp_log_port=collector_ports.tcplog,
-        plugin_overrides=overrides,
+        plugin_overrides=settings.kong_plugin_overrides(),
     )
 
 
