@@ -1,5 +1,8 @@
 """One request as the Kong simulator (a TEST DOUBLE of Kong 3.9, not Kong) sees it: ``ngx.ctx``/``ngx.var`` of a
-request, its balancer tries, and ``kong.log.serialize()`` over them (docs/reference/kong-3.9.md#serializer-fields)."""
+request, its balancer tries, and ``kong.log.serialize()`` over them (docs/reference/kong-3.9.md#serializer-fields).
+
+``#anchor`` in comments names a section of docs/reference/kong-3.9.md (Kong 3.9.1's facts, with sources).
+"""
 
 from __future__ import annotations
 
@@ -83,7 +86,7 @@ class Exchange:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the serializer (§10.3)
+# the serializer (#serializer-fields)
 
 def serialize(ex: Exchange) -> dict[str, Any]:
     """``kong.log.serialize()`` for this request, with the request's ``set_serialize_value`` entries applied."""
@@ -101,7 +104,7 @@ def serialize(ex: Exchange) -> dict[str, Any]:
         "request": {
             "id": ex.request_id,
             "uri": ex.request_uri,
-            "url": f"{ex.scheme}://{ex.host}:{ex.server_port}{ex.request_uri}",  # with port (§10.3)
+            "url": f"{ex.scheme}://{ex.host}:{ex.server_port}{ex.request_uri}",  # with port (#serializer-fields)
             "querystring": _querystring(ex.query),
             "method": ex.method,
             "headers": request_headers,

@@ -1,6 +1,9 @@
 """Kong 3.9's trace context propagation, as the Kong simulator (a TEST DOUBLE, not Kong) reproduces it: the
 extractors (w3c, b3), the injectors (w3c, b3, b3-single, preserve), ``header_type`` fallback and the opentelemetry
-plugin's access phase (docs/reference/kong-3.9.md#propagation)."""
+plugin's access phase (docs/reference/kong-3.9.md#propagation).
+
+``#anchor`` in comments names a section of docs/reference/kong-3.9.md (Kong 3.9.1's facts, with sources).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def _is_hex(text: str) -> bool:
 
 
 def extract_w3c(headers: Mapping[str, str]) -> ExtractedContext | None:
-    """``traceparent`` with version 00, non-zero 32-hex trace id and 16-hex parent id, 2-hex flags (§6)."""
+    """``traceparent`` with version 00, non-zero 32-hex trace id and 16-hex parent id, 2-hex flags (#propagation)."""
     value = headers.get("traceparent")
     if not value:
         return None
@@ -96,7 +99,7 @@ def _b3_id(headers: Mapping[str, str], name: str, sizes: tuple[int, ...]) -> tup
 
 
 def extract_b3(headers: Mapping[str, str]) -> ExtractedContext | None:
-    """``b3`` single header (or ``tracestate: b3=...``) first, then the multi-header form (§6)."""
+    """``b3`` single header (or ``tracestate: b3=...``) first, then the multi-header form (#propagation)."""
     names = ("b3", "tracestate", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-b3-flags")
     if not any(headers.get(n) is not None for n in names):
         return None
@@ -138,7 +141,7 @@ def extract_b3(headers: Mapping[str, str]) -> ExtractedContext | None:
 
 
 EXTRACTORS = {"w3c": extract_w3c, "b3": extract_b3}
-# header_type=preserve extraction order (§6); the simulator implements only b3 and w3c of it
+# header_type=preserve extraction order (#propagation); the simulator implements only b3 and w3c of it
 PRESERVE_EXTRACT_ORDER = ("b3", "w3c", "jaeger", "ot", "datadog", "aws", "gcp")
 
 
@@ -152,7 +155,7 @@ class PropagationParams:
 
 def propagation_params(conf: Mapping[str, Any]) -> PropagationParams:
     """``get_plugin_params``: the ``propagation`` record as is when any of extract/clear/inject is set, else the
-    deprecated ``header_type`` decides (§6)."""
+    deprecated ``header_type`` decides (#propagation)."""
     prop = conf.get("propagation") or {}
     default_format = prop.get("default_format") or "w3c"
     if any(prop.get(k) is not None for k in ("extract", "clear", "inject")):
@@ -248,7 +251,7 @@ def propagate(conf: Mapping[str, Any], headers: UpstreamHeaders, tracing: Reques
     """The opentelemetry plugin's access phase (``traces.lua`` access + ``propagation.propagate``).
 
     Extracts incoming context, decides sampling, clears and injects headers into ``headers``. Returns the trace id
-    formats for the serializer's ``trace_id`` (§9), or None when nothing was injected.
+    formats for the serializer's ``trace_id`` (#serialized-trace-id), or None when nothing was injected.
     """
     params = propagation_params(conf)
     incoming = ExtractedContext()
@@ -286,10 +289,10 @@ def propagate(conf: Mapping[str, Any], headers: UpstreamHeaders, tracing: Reques
 
 def _inject_context(conf: Mapping[str, Any], incoming: ExtractedContext, tracing: RequestTracing,
                     global_sampling_rate: float) -> InjectContext:
-    """``get_inject_ctx`` of ``traces.lua`` (§6, §7.1)."""
+    """``get_inject_ctx`` of ``traces.lua`` (#propagation, #sampling-decision)."""
     root = tracing.root
     propagation_only = root is None
-    if root is None:  # tracing off: a dummy root only to propagate; nothing is sampled (§6)
+    if root is None:  # tracing off: a dummy root only to propagate; nothing is sampled (#propagation)
         root = tracing.create_span("root")
         root.propagation_only = True
     parent = tracing.unlinked_balancer or root
@@ -313,8 +316,9 @@ def _inject_context(conf: Mapping[str, Any], incoming: ExtractedContext, tracing
 
 def sampling_decision(parent_sampled: bool | None, trace_id: bytes, plugin_rate: float | None,
                       global_rate: float) -> bool:
-    """``get_sampling_decision`` (§7.1): an incoming not-sampled flag wins; otherwise the ratio sampler runs on the
-    trace id with the plugin's ``sampling_rate`` over ``tracing_sampling_rate`` (incoming ``-01`` does not force)."""
+    """``get_sampling_decision`` (#sampling-decision): an incoming not-sampled flag wins; otherwise the ratio
+    sampler runs on the trace id with the plugin's ``sampling_rate`` over ``tracing_sampling_rate`` (incoming
+    ``-01`` does not force)."""
     if parent_sampled is False:
         return False
     rate = plugin_rate if plugin_rate is not None else global_rate

@@ -1,10 +1,13 @@
 """The Kong simulator's proxy listener (a TEST DOUBLE of Kong 3.9, for the local stack only; not Kong).
 
 A plain ASGI app that walks one request through Kong's phases as the reference describes them:
-rewrite (root ``kong`` span, §2.2) -> access (``kong.router``; pre-created balancer span; plugins by priority:
-opentelemetry 14 propagates, §6) -> balancer (``kong.dns``, upstream tries with the service's timeouts and
-``retries``) -> header_filter (root status/route attributes, ``kong.header_filter.plugin.opentelemetry``) ->
-response -> log, scheduled off the request path (opentelemetry 14, prometheus 13, tcp-log 7).
+rewrite (root ``kong`` span, #root-span-attributes) -> access (``kong.router``; pre-created balancer span;
+plugins by priority: opentelemetry 14 propagates, #propagation) -> balancer (``kong.dns``, upstream tries with the
+service's timeouts and ``retries``) -> header_filter (root status/route attributes,
+``kong.header_filter.plugin.opentelemetry``) -> response -> log, scheduled off the request path (opentelemetry 14,
+prometheus 13, tcp-log 7).
+
+``#anchor`` in comments names a section of docs/reference/kong-3.9.md (Kong 3.9.1's facts, with sources).
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ class ProxyApp:
         start_ns = ex.start_ns // 1_000_000 * 1_000_000
         root = ex.tracing.start_span("kong", SPAN_KIND_SERVER, start_ns=start_ns, attributes={
             "http.method": ex.method,
-            "http.url": f"{ex.scheme}://{ex.host}{ex.request_uri}",  # no port (§2.2)
+            "http.url": f"{ex.scheme}://{ex.host}{ex.request_uri}",  # no port (#root-span-attributes)
             "http.host": ex.host,
             "http.scheme": ex.scheme,
             "http.flavor": ex.http_version,
@@ -165,7 +168,7 @@ class ProxyApp:
         tracing = ex.tracing
         span = tracing.start_span("kong.router") if tracing.enabled("router") else None
         if tracing.enabled("balancer") and tracing.root is not None:
-            # pre-created so its id can be propagated upstream (§2.4, §6)
+            # pre-created so its id can be propagated upstream (#span-hierarchy-and-timing, #propagation)
             tracing.unlinked_balancer = tracing.create_span("", SPAN_KIND_CLIENT, parent=tracing.root)
         match = match_route(ex.runtime.config, ex.path)
         if span is not None:
@@ -186,7 +189,7 @@ class ProxyApp:
         span = tracing.start_span("kong.access.plugin.opentelemetry") if tracing.enabled("plugin_access") else None
         formats = propagate(plugin.config, ex.headers, tracing, self.node.tracing_sampling_rate)
         if formats:
-            ex.serialize_values.append(("trace_id", dict(formats)))  # set in access (§9)
+            ex.serialize_values.append(("trace_id", dict(formats)))  # set in access (#serialized-trace-id)
         ex.access_ran = True
         if span is not None:
             tracing.finish(span)
@@ -211,7 +214,8 @@ class ProxyApp:
             error = resolver_error(exc)
         if span is not None:
             span.attributes["dns.record.domain"] = host
-            span.attributes["dns.record.port"] = float(port)  # a Lua number: double (§3)
+            # a Lua number: a double (#resource-scope-and-attribute-types)
+            span.attributes["dns.record.port"] = float(port)
             if ip:
                 span.attributes["dns.record.ip"] = ip
             else:
@@ -311,7 +315,7 @@ class ProxyApp:
         out["X-Real-IP"] = ex.client_ip
         incoming_via = ex.header("via")  # upstream_via: the request's Via plus Kong's inbound hop
         out["Via"] = f"{incoming_via}, {VIA}" if incoming_via else VIA
-        out["X-Kong-Request-Id"] = ex.request_id  # headers_upstream = x-kong-request-id (§2.2)
+        out["X-Kong-Request-Id"] = ex.request_id  # headers_upstream = x-kong-request-id (#root-span-attributes)
         return out
 
     def _header_filter(self, ex: Exchange) -> None:
@@ -378,7 +382,8 @@ class ProxyApp:
             log.exception("log phase failed for request %s", ex.request_id)
 
     def _finish_spans(self, ex: Exchange) -> None:
-        """``runloop_log_before``: balancer spans per try (§2.1), then the root ends at body-filter end (§2.4)."""
+        """``runloop_log_before``: balancer spans per try (#spans-of-one-proxied-request), then the root ends at
+        body-filter end (#span-hierarchy-and-timing)."""
         tracing = ex.tracing
         root = tracing.root
         if root is None:
@@ -386,7 +391,7 @@ class ProxyApp:
         end_ns = ex.body_filter_end_ns
         unlinked = tracing.unlinked_balancer if tracing.enabled("balancer") else None
         for index, attempt in enumerate(ex.tries if tracing.enabled("balancer") else (), start=1):
-            # Lua numbers are doubles in OTLP (§3)
+            # Lua numbers are doubles in OTLP (#resource-scope-and-attribute-types)
             attributes: dict[str, Any] = {"try_count": float(index), "net.peer.ip": attempt.ip,
                                           "net.peer.port": float(attempt.port)}
             if index < len(ex.tries) or attempt.state is not None or unlinked is None:

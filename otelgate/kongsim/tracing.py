@@ -1,8 +1,11 @@
 """Kong 3.9's tracing, as the Kong simulator (a TEST DOUBLE, not Kong) reproduces it.
 
-Pinned to ``shared/reference/kong-3.9-telemetry.md``: the span set and attributes of ``tracing_instrumentations``
-(§2), resource / scope / attribute typing (§3), the export queue (§4), propagation (§6) and the deterministic
-sampler (§7). What this module produces is the simulator's imitation of Kong; it proves nothing about real Kong.
+Pinned to docs/reference/kong-3.9.md: the span set and attributes of ``tracing_instrumentations``
+(#span-names-and-kinds), resource / scope / attribute typing (#resource-scope-and-attribute-types), the export queue
+(#span-export-and-queue) and the deterministic sampler (#sampler); propagation is in ``propagation``. What this
+module produces is the simulator's imitation of Kong; it proves nothing about real Kong.
+
+``#anchor`` in comments names a section of docs/reference/kong-3.9.md (Kong 3.9.1's facts, with sources).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 log = logging.getLogger("otelgate.kongsim.tracing")
 
 KONG_VERSION = "3.9.1"
-SCOPE_NAME, SCOPE_VERSION = "kong-internal", "0.1.0"  # §3: always this scope
+SCOPE_NAME, SCOPE_VERSION = "kong-internal", "0.1.0"  # always this scope (#resource-scope-and-attribute-types)
 SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 1, 2, 3
 STATUS_ERROR = 2
 
@@ -75,7 +78,7 @@ def to_id_size(raw: bytes | None, size: int) -> bytes | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# sampling (§7)
+# sampling (#sampler)
 
 # TEST-ONLY switch: a deliberately WRONG sampler, for the acceptance test that the sampling suite catches each
 # (tests/test_sampling_variants.py). Read once when the simulator starts; unset in every other use.
@@ -87,8 +90,8 @@ if SAMPLER_VARIANT and SAMPLER_VARIANT not in SAMPLER_VARIANTS:
 
 
 def sample_trace_id(trace_id: bytes, rate: float) -> bool:
-    """Kong's ratio sampler (§7.2): the first 8 bytes of the trace id as a native-endian uint64 (little-endian on
-    x86-64/arm64) compared with ``rate * 2**64``. Deterministic per trace id."""
+    """Kong's ratio sampler (#ratio-sampler): the first 8 bytes of the trace id as a native-endian uint64
+    (little-endian on x86-64/arm64) compared with ``rate * 2**64``. Deterministic per trace id."""
     if rate >= 1:
         return True
     if rate <= 0:
@@ -123,13 +126,13 @@ class Span:
     start_ns: int = 0
     end_ns: int | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
-    status: int | None = None  # §3: set only on error (2)
+    status: int | None = None  # #resource-scope-and-attribute-types: set only on error (2)
     events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
     propagation_only: bool = False
 
 
 class RequestTracing:
-    """``ngx.ctx.KONG_SPANS`` plus the active span of one request (3.8+ nesting, §2.4)."""
+    """``ngx.ctx.KONG_SPANS`` plus the active span of one request (3.8+ nesting, #span-hierarchy-and-timing)."""
 
     def __init__(self, instrumentations: frozenset[str]) -> None:
         self.instrumentations = instrumentations
@@ -157,7 +160,7 @@ class RequestTracing:
 
     def start_span(self, name: str, kind: int = SPAN_KIND_INTERNAL, *, start_ns: int | None = None,
                    attributes: Mapping[str, Any] | None = None, activate: bool = True) -> Span:
-        """Start a span under the active span; it becomes the active span (3.8+, §2.4)."""
+        """Start a span under the active span; it becomes the active span (3.8+, #span-hierarchy-and-timing)."""
         span = self.create_span(name, kind, parent=self.active, start_ns=start_ns, attributes=attributes)
         self.spans.append(span)
         if activate:
@@ -181,15 +184,15 @@ class RequestTracing:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# OTLP encoding (§3)
+# OTLP encoding (#resource-scope-and-attribute-types)
 
 def _any_value(key: str | None, value: Any) -> AnyValue:
     if key == "http.status_code" and isinstance(value, int | float):
-        return AnyValue(int_value=int(value))  # the only int attribute (§3)
+        return AnyValue(int_value=int(value))  # the only int attribute (#resource-scope-and-attribute-types)
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
     if isinstance(value, int | float):
-        return AnyValue(double_value=float(value))  # every other Lua number is a double (§3)
+        return AnyValue(double_value=float(value))  # other Lua numbers: doubles (#resource-scope-and-attribute-types)
     if isinstance(value, str):
         return AnyValue(string_value=value)
     return AnyValue()
@@ -216,13 +219,13 @@ def encode_span(span: Span, trace_id: bytes | None) -> PbSpan:
 
 
 def resource_attributes(node_id: str, configured: Mapping[str, str] | None) -> dict[str, str]:
-    """Defaults merged under ``config.resource_attributes`` (§3)."""
+    """Defaults merged under ``config.resource_attributes`` (#resource-scope-and-attribute-types)."""
     return {"service.name": "kong", "service.instance.id": node_id, "service.version": KONG_VERSION,
             **dict(configured or {})}
 
 
 def encode_traces(spans: Iterable[PbSpan], resource: Mapping[str, str]) -> bytes:
-    """One resource_spans -> one scope_spans (kong-internal 0.1.0) -> N spans (§3)."""
+    """One resource_spans -> one scope_spans (kong-internal 0.1.0) -> N spans (#resource-scope-and-attribute-types)."""
     request = ExportTraceServiceRequest()
     resource_spans = ResourceSpans()
     resource_spans.resource.attributes.extend(_attributes(resource))
@@ -235,7 +238,7 @@ def encode_traces(spans: Iterable[PbSpan], resource: Mapping[str, str]) -> bytes
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# the export queue (§4)
+# the export queue (#span-export-and-queue)
 
 class SpanExporter:
     """One ``kong.tools.queue`` for one opentelemetry plugin instance (``<plugin id>:traces``).
@@ -276,7 +279,7 @@ class SpanExporter:
         self.endpoint: str = conf["traces_endpoint"]
         headers = dict(conf.get("headers") or {})
         if not any(k.lower() == "content-type" for k in headers):
-            headers["Content-Type"] = "application/x-protobuf"  # added unless the user set one (§4)
+            headers["Content-Type"] = "application/x-protobuf"  # added unless the user set one (#span-export-and-queue)
         self.headers = headers
         self.timeout = httpx.Timeout(connect=conf["connect_timeout"] / 1000, write=conf["send_timeout"] / 1000,
                                      read=conf["read_timeout"] / 1000, pool=conf["connect_timeout"] / 1000)
@@ -355,7 +358,7 @@ class SpanExporter:
                                                timeout=self.timeout)
         except httpx.HTTPError as exc:
             return f"failed to send request: {type(exc).__name__}: {exc} (endpoint {self.endpoint})"
-        if response.status_code != 200:  # only 200 is success (§4)
+        if response.status_code != 200:  # only 200 is success (#span-export-and-queue)
             return f"response error: {response.status_code}, body: {response.text[:300]}"
         return None
 
