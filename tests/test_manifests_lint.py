@@ -87,7 +87,7 @@ def test_renamed_collector_resource(copy: Path) -> None:
     edit(copy, "otel/collector.yaml",
          lambda docs: doc_of(docs, "OpenTelemetryCollector")["metadata"].update(name="kong-otel-renamed"))
     text = lines(lint_manifests(copy))
-    expected = "kong-otel-renamed-collector.observability.svc.cluster.local"
+    expected = "kong-otel-renamed-collector.otelgate-observability.svc.cluster.local"
     # every user of the collector Service is named: Kong's traces and tcp-log, the Instrumentation (+ its go env)
     assert any("kong.yaml" in t and "opentelemetry traces_endpoint" in t and expected in t for t in text), text
     assert any("kong.yaml" in t and "tcp-log host" in t and expected in t for t in text), text
@@ -111,7 +111,7 @@ def test_scrape_selector_that_matches_no_kong_pod(copy: Path) -> None:
 
 def test_frontend_route_kong_does_not_have(copy: Path) -> None:
     edit(copy, "app/simple-demo.yaml", lambda docs: set_env(
-        docs, "frontend", "COUPON_SERVICE_HOST", "kong-kong-proxy.kong.svc.cluster.local:80/checkout"))
+        docs, "frontend", "COUPON_SERVICE_HOST", "otelgate-kong-kong-proxy.otelgate-kong.svc.cluster.local:80/checkout"))
     only(lint_manifests(copy), "manifests/app/simple-demo.yaml", "COUPON_SERVICE_HOST", "/checkout/coupons",
          "matches no route")
 
@@ -139,12 +139,12 @@ def test_scrape_namespace_without_kong(copy: Path) -> None:
             "scrape_configs"][0]
         job["kubernetes_sd_configs"][0]["namespaces"]["names"] = ["gateway"]
     edit(copy, "otel/collector.yaml", change)
-    only(lint_manifests(copy), "namespaces ['gateway'] do not include Kong's namespace 'kong'")
+    only(lint_manifests(copy), "namespaces ['gateway'] do not include Kong's namespace 'otelgate-kong'")
 
 
 def test_instrumentation_on_the_grpc_port(copy: Path) -> None:
     edit(copy, "otel/instrumentation.yaml", lambda docs: docs[0]["spec"]["exporter"].update(
-        endpoint="http://kong-otel-collector.observability.svc.cluster.local:4317"))
+        endpoint="http://kong-otel-collector.otelgate-observability.svc.cluster.local:4317"))
     only(lint_manifests(copy), "instrumentation.yaml", "port 4317 != the collector's otlp http receiver port 4318")
 
 
@@ -159,7 +159,7 @@ def test_frontend_route_that_reaches_the_wrong_path(copy: Path) -> None:
 
 def test_frontend_bypassing_kong(copy: Path) -> None:
     edit(copy, "app/simple-demo.yaml", lambda docs: set_env(
-        docs, "frontend", "PRICING_SERVICE_HOST", "pricing.default.svc.cluster.local:8080"))
+        docs, "frontend", "PRICING_SERVICE_HOST", "pricing.otelgate-demo.svc.cluster.local:8080"))
     only(lint_manifests(copy), "PRICING_SERVICE_HOST", "bypasses Kong")
 
 

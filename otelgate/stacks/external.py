@@ -3,53 +3,51 @@
     otelgate up --stack external --kubeconfig PATH --sink-image REGISTRY/otelgate-sink:TAG
 
 Differences from kind, and only these: no cluster is created or deleted; the sink image is the user's (pushed to a
-registry the cluster pulls from); Kong's proxy and the sink are ClusterIP Services reached through
-``kubectl port-forward`` on free local ports (node ports may be taken or unreachable); cert-manager and the Operator
-are installed only when the cluster does not have them; and everything otelgate installed is removed at close
-unless ``--keep-cluster``. The manifests themselves are the same files.
+registry the cluster pulls from); Kong's proxy and the sink are ClusterIP Services reached through supervised
+``kubectl port-forward`` on fixed local ports (re-established after every Kong rollout); cert-manager and the
+Operator are installed only when the cluster does not have them; the collector labels its data
+``kong.deployment.name=kong-external``. Every name otelgate creates starts with ``otelgate`` and carries its
+ownership label; it refuses to touch a same-named namespace or release without it and, at close (unless
+``--keep-cluster``), removes only what carries it.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
+from dataclasses import replace
+from typing import Any
 
-from otelgate.procs import ManagedProcess, free_port, port_is_open
+from otelgate.cluster_topology import OWNER_LABEL, TOPOLOGY
 from otelgate.stacks import kind_addons as ka
-from otelgate.stacks.kind import KindOptions, KindStack, StackStartError
-from otelgate.stacks.kind import check_prerequisites as _check_tools
+from otelgate.stacks.base import StackOptions, StackStartError
+from otelgate.stacks.kind import KindStack, run_up
+from otelgate.stacks.kind_plan import KindOptions, addon_lines, check_prerequisites, context, ownership_line
+from otelgate.stacks.kube import CommandFailed, PortForward, Runner, owned
 from otelgate.waiting import poll_until
 
-__all__ = ["ExternalStack", "check_prerequisites", "plan", "up"]
+__all__ = ["STACK", "ExternalStack", "plan"]
 
-PORT_FORWARD_TIMEOUT = 30.0
+EXTERNAL_TOOLS = ("kubectl", "helm")
 
 
-def plan(options: KindOptions | argparse.Namespace | None = None) -> list[str]:
+def plan(options: KindOptions) -> list[str]:
     """Every command of an external bring-up, in order (``otelgate up --stack external --dry-run``)."""
-    if not isinstance(options, KindOptions):
-        options = KindOptions.from_namespace(options, external=True)
-    options = options if options.external else KindOptions(**{**options.__dict__, "external": True})
+    options = options if options.external else replace(options, external=True)
     image = options.sink_image or "<--sink-image REF (required)>"
-    ctx = ka.Context(runner=ka.Runner(kubeconfig=options.kubeconfig), root=options.root, token="<generated>",
-                     sink_image=image, gateway_url="http://127.0.0.1:<port-forward>",
-                     sink_url="http://127.0.0.1:<port-forward>", external=True,
-                     tracing_sampling_rate=options.settings.tracing_sampling_rate)
-    graph = ka.addons()
-    ka.check_graph(graph)
-    lines = [f"[{step.addon}] {step.render()}" for addon in graph for step in addon.deploy(ctx)]
-    t = ka.TOPOLOGY
-    lines += [f"[port-forward] kubectl port-forward -n {t.kong_namespace} service/{t.kong_proxy_service} <free>:80",
-              f"[port-forward] kubectl port-forward -n {t.sink_namespace} service/{t.sink_name} <free>:8080",
-              "[canary] a request through Kong whose trace, metrics and log reach the sink",
-              "[close] the delete steps of every addon otelgate installed, in reverse order (unless --keep-cluster)"]
-    return lines
-
-
-def check_prerequisites(args: argparse.Namespace | None = None) -> list[str]:
-    """An existing cluster needs kubectl and helm (no Docker, no kind)."""
-    return _check_tools(("kubectl", "helm"))
+    forwarded = "http://127.0.0.1:<port-forward>"
+    ctx = context(options, Runner(kubeconfig=options.kubeconfig), "<generated>", image, forwarded, forwarded)
+    t = TOPOLOGY
+    return [f"[env] every kubectl and helm command runs with --kubeconfig {options.kubeconfig or '<--kubeconfig>'}",
+            "[cluster] kubectl cluster-info    # reachable; nothing is created or deleted",
+            "[cert-manager, otel-operator] skipped when the cluster already has their CRDs (then its own are used)",
+            ownership_line(), *addon_lines(options, ctx),
+            f"[port-forward] kubectl port-forward -n {t.kong.namespace} service/{t.kong_proxy_service} <free>:80    "
+            f"# re-established after every Kong rollout",
+            f"[port-forward] kubectl port-forward -n {t.sink_namespace} service/{t.sink_name} <free>:8080",
+            "[report] each instrumented pod: injected / not injected / crashed; never waited on",
+            "[canary] a request through Kong whose trace, metrics and log reach the sink",
+            f"[close] unless --keep-cluster: helm uninstall of the releases above and deletion of the namespaces above "
+            f"that carry {OWNER_LABEL}; nothing else"]
 
 
 class ExternalStack(KindStack):
@@ -59,9 +57,10 @@ class ExternalStack(KindStack):
         if options.kubeconfig is None:
             raise StackStartError("--stack external needs --kubeconfig PATH (the cluster to deploy into)")
         if not options.sink_image:
-            raise StackStartError("--stack external needs --sink-image REF: build the repository's Dockerfile and "
-                                  "push it to a registry your cluster can pull from")
-        self._forwards: list[ManagedProcess] = []
+            raise StackStartError("--stack external needs --sink-image REF: build the repository's Dockerfile "
+                                  "(docker build --provenance=false ...) and push it to a registry your cluster can "
+                                  "pull from")
+        self.forwards: dict[str, PortForward] = {}
         self._installed: list[ka.Addon] = []
         super().__init__(options)
 
@@ -76,10 +75,16 @@ class ExternalStack(KindStack):
     def _ensure_sink_image(self) -> None:
         self.say(f"sink-image: {self.sink_image} (pulled by the cluster)")
 
+    def _graph(self) -> list[ka.Addon]:
+        graph = []
+        for addon in super()._graph():
+            if addon.name in ("cert-manager", "otel-operator") and self._provided_by_cluster(addon.name):
+                self.say(f"{addon.name}: already installed in this cluster, left alone")
+                continue
+            graph.append(addon)
+        return graph
+
     def _deploy_addon(self, addon: ka.Addon, ctx: ka.Context) -> None:
-        if addon.name in ("cert-manager", "otel-operator") and self._provided_by_cluster(addon.name):
-            self.say(f"{addon.name}: already installed in this cluster, left alone")
-            return
         super()._deploy_addon(addon, ctx)
         self._installed.append(addon)
 
@@ -88,89 +93,112 @@ class ExternalStack(KindStack):
 
     def _before_ready(self, addon: ka.Addon, ctx: ka.Context) -> None:
         """Kong's proxy and the sink are reached through port-forwards, which need a running pod first."""
-        t = ka.TOPOLOGY
-        targets = {"sink": (t.sink_namespace, t.sink_name, t.sink_name, 8080),
-                   "kong": (t.kong_namespace, None, t.kong_proxy_service, 80)}
-        if addon.name not in targets:
+        t = TOPOLOGY
+        targets = {"sink": (t.sink_namespace, None, t.sink_name, 8080),
+                   "kong": (t.kong.namespace, f"app.kubernetes.io/instance={t.kong.name}", t.kong_proxy_service, 80)}
+        if addon.name not in targets or addon.name in self.forwards:
             return
-        namespace, deployment, service, remote = targets[addon.name]
-        selector = None if deployment else f"app.kubernetes.io/instance={t.kong_release}"
+        namespace, selector, service, remote = targets[addon.name]
         poll_until(lambda: ka.deployments_ready(self.runner, namespace, selector=selector,
-                                                names=[deployment] if deployment else []),
+                                                names=[] if selector else [service]),
                    lambda state: state.ready, what=f"{addon.name} rolled out before port-forwarding",
-                   timeout=addon.timeout, interval=2.0, retry_on=(ka.CommandFailed,))
-        url = self._port_forward(addon.name, namespace, service, remote)
+                   timeout=addon.timeout, interval=2.0, retry_on=(CommandFailed,))
+        forward = PortForward(self.runner, addon.name, namespace, service, remote, self._workdir(), say=self.say)
+        self.forwards[addon.name] = forward
+        url = forward.start()
         if addon.name == "sink":
             self.sink_url = ctx.sink_url = url
         else:
             self.gateway_url = ctx.gateway_url = url
+
+    def _after_kong_rollout(self, ctx: ka.Context) -> None:
+        """kubectl port-forward followed ONE Kong pod, which the rollout replaced: start a fresh forward on the same
+        port (the watchdog also restarts it if it exits on its own)."""
+        forward = self.forwards.get("kong")
+        if forward is not None:
+            forward.restart("Kong rolled out new pods")
+            ctx.gateway_url = forward.url
+
+    def _context(self) -> ka.Context:
+        ctx = super()._context()
+        if "kong" in self.forwards:
+            ctx.gateway_url = self.forwards["kong"].url
+        return ctx
 
     def _provided_by_cluster(self, addon: str) -> bool:
         crd = {"cert-manager": "certificates.cert-manager.io",
                "otel-operator": "opentelemetrycollectors.opentelemetry.io"}[addon]
         return self.runner.ok(["kubectl", "get", "crd", crd])
 
-    def _port_forward(self, name: str, namespace: str, service: str, remote: int) -> str:
-        port = free_port()
-        argv = self.runner.with_kubeconfig(["kubectl", "port-forward", "-n", namespace, f"service/{service}",
-                                            f"{port}:{remote}", "--address", "127.0.0.1"])
-        workdir = self._workdir()
-        proc = ManagedProcess(f"port-forward-{name}", argv, workdir / f"port-forward-{name}.log").start()
-        self._forwards.append(proc)
-        proc.wait_ready(lambda: port_is_open("127.0.0.1", port), what=f"port-forward to {namespace}/{service}",
-                        timeout=PORT_FORWARD_TIMEOUT)
-        return f"http://127.0.0.1:{port}"
+    def close_forwards(self) -> None:
+        for forward in self.forwards.values():
+            forward.stop()
 
     def close(self) -> None:
-        for proc in self._forwards:
-            proc.stop()
+        self.close_forwards()
         if self._sink is not None:
             self._sink.close()
-        if self.options.keep_cluster:
+        if self.options.keep:
             self.say("everything kept (--keep-cluster)")
             return
-        ctx = self._context()
-        for addon in reversed(self._installed):
-            t0 = time.monotonic()
-            for step in addon.delete(ctx):
-                try:
-                    self._run(step)
-                except ka.CommandFailed as exc:
-                    self.say(f"{addon.name}: delete failed (continuing): {exc}")
-            self.say(f"{addon.name}: removed ({time.monotonic() - t0:.1f}s)")
+        remove_owned(self.runner, self._installed, say=self.say)
 
 
-def up(args: argparse.Namespace | None = None) -> int:
-    from otelgate.stacks.kind import up as kind_up
+def remove_owned(runner: Runner, installed: list[ka.Addon], *, say: Any = print) -> None:
+    """Uninstall the releases and delete the namespaces otelgate installed — each only if it carries otelgate's
+    ownership label (a same-named object of someone else's is left alone and named)."""
+    for addon in reversed(installed):
+        release = addon.release
+        if release is None:
+            continue
+        labelled = runner.json(["kubectl", "get", "secrets", "-n", release.namespace, "-l",
+                                f"owner=helm,name={release.name},{OWNER_LABEL}"]).get("items")
+        if not labelled:
+            say(f"{addon.name}: release {release.name} does not carry {OWNER_LABEL}; left alone")
+            continue
+        t0 = time.monotonic()
+        try:
+            runner.run_step(ka.helm_uninstall(release))
+            say(f"{addon.name}: release {release.name} removed ({time.monotonic() - t0:.1f}s)")
+        except CommandFailed as exc:
+            say(f"{addon.name}: helm uninstall failed (continuing): {exc}")
+    namespaces = list(dict.fromkeys(ns for addon in reversed(installed) for ns in addon.namespaces(TOPOLOGY)))
+    for namespace in namespaces:
+        if not owned(runner, "namespace", namespace):
+            say(f"namespace {namespace} does not carry {OWNER_LABEL}; left alone")
+            continue
+        try:
+            runner.run(["kubectl", "delete", "namespace", namespace, "--wait=true", "--timeout=300s"], timeout=330)
+            say(f"namespace {namespace} removed")
+        except CommandFailed as exc:
+            say(f"namespace {namespace}: delete failed (continuing): {exc}")
 
-    return kind_up(args, external=True)
+
+class ExternalStackModule:
+    """The external stack's :class:`otelgate.stacks.base.StackModule`."""
+
+    name = "external"
+
+    def plan(self, options: StackOptions) -> list[str]:
+        return plan(KindOptions.from_stack_options(options, external=True))
+
+    def check_prerequisites(self, options: StackOptions) -> list[str]:
+        return check_prerequisites(EXTERNAL_TOOLS)
+
+    def start(self, options: StackOptions) -> ExternalStack:
+        missing = self.check_prerequisites(options)
+        if missing:
+            raise StackStartError("the external stack cannot start:\n  " + "\n  ".join(missing))
+        stack = ExternalStack.start(KindOptions.from_stack_options(options, external=True))
+        assert isinstance(stack, ExternalStack)
+        return stack
+
+    def up(self, options: StackOptions, status_interval: float) -> int:
+        missing = self.check_prerequisites(options)
+        if missing:
+            print("\n".join(f"missing: {line}" for line in missing), flush=True)
+            return 1
+        return run_up(lambda: self.start(options), status_interval)
 
 
-def start_from_pytest(pytest_config: object) -> ExternalStack:
-    """``--stack external``: ``--kubeconfig`` and ``--sink-image`` (options or OTELGATE_KUBECONFIG /
-    OTELGATE_SINK_IMAGE)."""
-    import os
-
-    def opt(name: str, env: str) -> str | None:
-        getoption = getattr(pytest_config, "getoption", None)
-        value = None
-        if getoption is not None:
-            try:
-                value = getoption(name, default=None)
-            except ValueError:
-                value = None
-        return str(value) if value else os.environ.get(env)
-
-    kubeconfig = opt("--kubeconfig", "OTELGATE_KUBECONFIG")
-    options = KindOptions(kubeconfig=Path(kubeconfig) if kubeconfig else None,
-                          sink_image=opt("--sink-image", "OTELGATE_SINK_IMAGE"),
-                          keep_cluster=bool(getattr(pytest_config, "getoption", lambda *a, **k: False)(
-                              "keep_stack", default=False)) or os.environ.get("OTELGATE_KEEP_CLUSTER") == "1",
-                          diagnostics_dir=Path(os.environ.get("OTELGATE_ARTIFACTS") or "artifacts") / "diagnostics",
-                          external=True)
-    missing = check_prerequisites()
-    if missing:
-        raise StackStartError("the external stack cannot start:\n  " + "\n  ".join(missing))
-    stack = ExternalStack.start(options)
-    assert isinstance(stack, ExternalStack)
-    return stack
+STACK = ExternalStackModule()

@@ -2,211 +2,123 @@
 (Helm, DB-less, manifests/kong/kong.yaml), the auto-instrumented demo app and otelgate's fake Dynatrace.
 
     plan(options)              every command, in order, with its manifest (``otelgate up --stack kind --dry-run``)
-    check_prerequisites()      missing tools, each with how to install it
+    check_prerequisites(...)   missing tools, each with how to install it
     KindStack.start(options)   bring-up: addon by addon, each waited on until it *serves*, then a canary request
                                through Kong whose trace, metrics and log must reach the sink
-    start_from_pytest(config)  the same, from the suites' fixture (``--stack kind``)
+    STACK                      the :class:`~otelgate.stacks.base.StackModule` of ``otelgate up`` and the pytest plugin
 
-This machine-independent module is verified statically in otelgate's CI (plan order and completeness, manifests
-linted, collector config validated); it is run only where Docker, kind, kubectl and helm exist.
+The cluster's lifecycle (create or reuse, load the sink image, delete) goes through pytest-kubernetes' kind manager
+with otelgate's private kubeconfig; every other command through :class:`~otelgate.stacks.kube.Runner`.
+Verified statically in otelgate's CI (plan, fake kubectl/helm runs, manifests linted); run only where Docker, kind,
+kubectl and helm exist.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import hashlib
-import os
 import secrets
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
 
+from otelgate.cluster_topology import PATHS, TOPOLOGY, collector_identity
 from otelgate.stacks import kind_addons as ka
-from otelgate.stacks.base import StackSettings
+from otelgate.stacks.base import (
+    COLLECTOR_SIDE,
+    KONG_RESTART,
+    KONG_SIDE,
+    StackOptions,
+    StackSettings,
+    StackStartError,
+    generate_token,
+)
+from otelgate.stacks.kind_plan import (
+    CLUSTER_TIMEOUT,
+    DEFAULT_CLUSTER,
+    KIND_TOOLS,
+    KONG_NODEPORT,
+    SINK_NODEPORT,
+    KindOptions,
+    canary_services,
+    check_prerequisites,
+    cluster_config_path,
+    cluster_steps,
+    context,
+    default_sink_image,
+    image_steps,
+    kind_urls,
+    kubeconfig_path,
+    plan,
+    render_cluster_config,
+    sink_image_build_step,
+    state_dir,
+)
+from otelgate.stacks.kube import CommandFailed, Runner, Step, ownership_problems
 from otelgate.waiting import poll_until
 
 if TYPE_CHECKING:
     from otelgate.sink.client import SinkClient
 
-CANARY_PATH = "/coupon/coupons"
-KONG_SERVICE_NAME = "kong-otel"
-DEFAULT_CLUSTER = "otelgate"
-KONG_NODEPORT = 30080
-SINK_NODEPORT = 30081
-# bring-up budget per phase (seconds); the addons carry their own readiness budgets
+__all__ = ["DEFAULT_CLUSTER", "KONG_NODEPORT", "SINK_NODEPORT", "STACK", "KindCluster", "KindOptions", "KindStack",
+           "check_prerequisites", "cluster_config_path", "cluster_steps", "kubeconfig_path", "plan",
+           "sink_image_build_step", "state_dir"]
+
 CANARY_TIMEOUT = 180.0
 RECONFIGURE_TIMEOUT = 300.0
 
-INSTALL_HINTS: dict[str, str] = {
-    "docker": "install Docker Engine or Docker Desktop and start it: https://docs.docker.com/get-docker/",
-    "kind": "go install sigs.k8s.io/kind@v0.32.0  (or a release binary: https://kind.sigs.k8s.io/docs/user/quick-start/)",
-    "kubectl": "https://kubernetes.io/docs/tasks/tools/  (any version within one minor of v1.36)",
-    "helm": "Helm 4 (the OpenTelemetry Operator chart requires it): https://helm.sh/docs/intro/install/  "
-            "or: go install helm.sh/helm/v4/cmd/helm@v4.3.1",
-}
+# --- the kind cluster, through pytest-kubernetes --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KindOptions:
-    cluster_name: str = DEFAULT_CLUSTER
-    keep_cluster: bool = False
-    kubeconfig: Path | None = None          # external stack: the user's cluster; kind: written to workdir
-    sink_image: str | None = None           # external: REQUIRED (a registry the cluster can pull from)
-    settings: StackSettings = field(default_factory=StackSettings)
-    workdir: Path | None = None
-    diagnostics_dir: Path = Path("artifacts/diagnostics")
-    root: Path = ka.REPO_ROOT
-    external: bool = False
+class KindCluster:
+    """Create or reuse, load images into and delete the kind cluster with pytest-kubernetes' kind manager and
+    otelgate's private kubeconfig (the user's ~/.kube/config is never touched)."""
 
-    @classmethod
-    def from_namespace(cls, args: argparse.Namespace | None, *, external: bool = False) -> KindOptions:
-        """From ``otelgate up`` arguments (options a CLI does not define fall back to defaults / env)."""
-        def get(name: str, default: Any = None) -> Any:
-            value = getattr(args, name, None) if args is not None else None
-            return default if value is None else value
+    def __init__(self, options: KindOptions) -> None:
+        from pytest_kubernetes.providers.kind import KindManagerBase
 
-        kubeconfig = get("kubeconfig") or os.environ.get("OTELGATE_KUBECONFIG")
-        settings = StackSettings(sampling_rate=get("sampling_rate"),
-                                 tracing_sampling_rate=float(get("tracing_sampling_rate", 1.0)))
-        return cls(cluster_name=str(get("cluster_name", os.environ.get("OTELGATE_KIND_CLUSTER", DEFAULT_CLUSTER))),
-                   keep_cluster=bool(get("keep_cluster", os.environ.get("OTELGATE_KEEP_CLUSTER") == "1")),
-                   kubeconfig=Path(kubeconfig) if kubeconfig else None,
-                   sink_image=get("sink_image", os.environ.get("OTELGATE_SINK_IMAGE")),
-                   settings=settings, workdir=get("workdir"),
-                   diagnostics_dir=Path(get("diagnostics_dir", "artifacts/diagnostics")), external=external)
+        config = cluster_config_path(options)
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(render_cluster_config(options))
+        self.options = options
+        self.manager = KindManagerBase(options.cluster_name, str(config), kubeconfig_path(options))
 
+    def create(self) -> None:
+        """Create it, or reuse it when the private kubeconfig reaches a ready cluster (the manager checks first)."""
+        from pytest_kubernetes.options import ClusterOptions
 
-# --- plan ---------------------------------------------------------------------------------------------------------
+        self._call(lambda: self.manager.create(ClusterOptions(cluster_timeout=CLUSTER_TIMEOUT), timeout=120,
+                                               options=["--wait", "120s"]), "kind create cluster")
 
+    def load_image(self, image: str) -> None:
+        self._call(lambda: self.manager.load_image(image), f"kind load docker-image {image}")
 
-def state_dir(options: KindOptions) -> Path:
-    """Where otelgate keeps a cluster's private kubeconfig (kind) and generated token: per cluster, so a kept
-    cluster is found again with the same token."""
-    if options.workdir is not None:
-        return Path(options.workdir)
-    if options.external:
-        key = hashlib.sha256(str(options.kubeconfig).encode()).hexdigest()[:12]
-        return Path.home() / ".cache" / "otelgate" / "external" / key
-    return Path.home() / ".cache" / "otelgate" / "kind" / options.cluster_name
+    def delete(self) -> None:
+        self._call(self.manager.delete, f"kind delete cluster --name {self.options.cluster_name}")
 
-
-def _kubeconfig_path(options: KindOptions) -> Path:
-    return options.kubeconfig if options.kubeconfig is not None else state_dir(options) / "kubeconfig"
-
-
-def cluster_steps(options: KindOptions) -> list[ka.Step]:
-    kubeconfig = str(_kubeconfig_path(options))
-    return [
-        ka.Step("cluster", ("kind", "create", "cluster", "--name", options.cluster_name,
-                            "--config", ka.PATHS.kind_cluster, "--kubeconfig", kubeconfig, "--wait", "120s"),
-                manifest=ka.PATHS.kind_cluster, timeout=420.0,
-                note="skipped when --keep-cluster finds it running"),
-        ka.Step("cluster", ("kind", "export", "kubeconfig", "--name", options.cluster_name,
-                            "--kubeconfig", kubeconfig), timeout=60.0,
-                note="a private kubeconfig; the user's ~/.kube/config is left alone"),
-    ]
-
-
-def image_steps(options: KindOptions, image: str) -> list[ka.Step]:
-    return [
-        ka.Step("sink-image", ("docker", "build", "--tag", image, "--file", ka.PATHS.dockerfile, "."),
-                manifest=ka.PATHS.dockerfile, timeout=900.0),
-        ka.Step("sink-image", ("kind", "load", "docker-image", image, "--name", options.cluster_name),
-                timeout=300.0, note="imagePullPolicy IfNotPresent: the node never pulls it"),
-    ]
-
-
-def _context(options: KindOptions, runner: ka.Runner, token: str, image: str,
-             gateway_url: str, sink_url: str, kong_config: Path | None = None) -> ka.Context:
-    return ka.Context(runner=runner, root=options.root, token=token, sink_image=image, gateway_url=gateway_url,
-                      sink_url=sink_url, tracing_sampling_rate=options.settings.tracing_sampling_rate,
-                      kong_config_path=kong_config, external=options.external)
-
-
-def kind_urls(root: Path = ka.REPO_ROOT) -> tuple[str, str]:
-    """(gateway, sink) URLs on the host, from the kind config's extraPortMappings."""
-    ports = ka.kind_host_ports(root)
-    return f"http://127.0.0.1:{ports[KONG_NODEPORT]}", f"http://127.0.0.1:{ports[SINK_NODEPORT]}"
-
-
-def plan(options: KindOptions | argparse.Namespace | None = None) -> list[str]:
-    """Every command of a bring-up, in order, one line each (what ``otelgate up --stack kind --dry-run`` prints)."""
-    if not isinstance(options, KindOptions):
-        options = KindOptions.from_namespace(options)
-    header = f"[env] every kubectl and helm command runs with --kubeconfig {_kubeconfig_path(options)}"
-    return [header] + [_plan_line(step) for step in plan_steps(options)] + _readiness_lines(options)
-
-
-def plan_steps(options: KindOptions) -> list[ka.Step]:
-    image = options.sink_image or ka.sink_image_tag(options.root)
-    gateway, sink = kind_urls(options.root)
-    runner = ka.Runner(kubeconfig=_kubeconfig_path(options))
-    ctx = _context(options, runner, "<generated>", image, gateway, sink)
-    steps = cluster_steps(options) + image_steps(options, image)
-    graph = ka.addons()
-    ka.check_graph(graph)
-    for addon in graph:
-        steps += addon.deploy(ctx)
-    return steps
-
-
-def _plan_line(step: ka.Step) -> str:
-    return f"[{step.addon}] {step.render()}"
-
-
-def _readiness_lines(options: KindOptions) -> list[str]:
-    gateway, sink = kind_urls(options.root)
-    return [f"[ready] each addon is waited on until it serves (rollouts complete, webhook answers, Kong proxy "
-            f"answers at {gateway}, sink /healthz at {sink})",
-            f"[canary] GET {gateway}{CANARY_PATH} with a known traceparent; its trace (kong-otel -> coupon), a Kong "
-            f"metric and its access log must reach the sink"]
-
-
-# --- prerequisites --------------------------------------------------------------------------------------------------
-
-
-KIND_TOOLS = ("docker", "kind", "kubectl", "helm")
-
-
-def check_prerequisites(tools: Sequence[str] | argparse.Namespace | None = None) -> list[str]:
-    """Missing tools (and a Docker daemon that does not answer), each with how to install it. Empty = all there.
-    (``otelgate up --check-prerequisites`` passes its arguments; they do not change what the kind stack needs.)"""
-    tools = KIND_TOOLS if tools is None or isinstance(tools, argparse.Namespace) else tuple(tools)
-    missing = [f"{tool}: not on PATH; install: {INSTALL_HINTS[tool]}" for tool in tools if shutil.which(tool) is None]
-    if "docker" in tools and shutil.which("docker") is not None:
+    @staticmethod
+    def _call(action: Callable[[], object], what: str) -> None:
         try:
-            info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True,
-                                  text=True, timeout=20, check=False)
-            if info.returncode != 0 or not info.stdout.strip():
-                missing.append("docker: the client is installed but no Docker daemon answers (`docker info` failed: "
-                               f"{(info.stderr or '').strip()[:200]}); start Docker")
+            action()
+        except subprocess.CalledProcessError as exc:
+            raise CommandFailed(f"exit {exc.returncode}: {what}\n{_text(exc.stderr)[-4000:]}") from None
         except subprocess.TimeoutExpired:
-            missing.append("docker: `docker info` did not answer within 20 s; is the daemon running?")
-    if "helm" in tools and shutil.which("helm") is not None:
-        version = subprocess.run(["helm", "version", "--short"], capture_output=True, text=True, timeout=20,
-                                 check=False).stdout.strip()
-        if version.startswith("v3."):
-            missing.append(f"helm: {version} found; the OpenTelemetry Operator chart 0.122.0 requires Helm 4 "
-                           f"({INSTALL_HINTS['helm']})")
-    return missing
+            raise CommandFailed(f"timed out: {what}") from None
+        except RuntimeError as exc:  # pytest-kubernetes: "Cluster '<name>' is not ready."
+            raise CommandFailed(f"{what}: {exc}") from None
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
 
 
 # --- the stack ----------------------------------------------------------------------------------------------------
-
-
-class StackStartError(RuntimeError):
-    """Bring-up failed; the message names the addon, what it waited for, and where the diagnostics are."""
 
 
 def _progress(start: float) -> Callable[[str], None]:
@@ -223,18 +135,20 @@ class KindStack:
     def __init__(self, options: KindOptions) -> None:
         self.options = options
         self.settings = options.settings
-        self.kong_deployment_name = _collector_env(options.root, "KONG_DEPLOYMENT_NAME") or "kong-kind"
+        self.kong_deployment_name = options.deployment_name
         self.token = _read_or_create_token(options)
-        self.runner = ka.Runner(kubeconfig=_kubeconfig_path(options), secrets=(self.token,),
-                                cwd=options.root)
+        self.kubeconfig = kubeconfig_path(options)
+        self.runner = Runner(kubeconfig=self.kubeconfig, secrets=(self.token,))
         self.gateway_url, self.sink_url = self._urls()
-        self.sink_image = options.sink_image or ka.sink_image_tag(options.root)
+        self.sink_image = default_sink_image(options)
+        self.cluster: KindCluster | None = None
         self.created_cluster = False
         self.started = time.monotonic()
         self.say = _progress(self.started)
         self._sink: SinkClient | None = None
         self._kong_config: Path | None = None
         self._scratch: Path | None = None
+        self.instrumentation: list[ka.InstrumentationStatus] = []
 
     # bring-up -------------------------------------------------------------------------------------------------
 
@@ -253,43 +167,53 @@ class KindStack:
         return stack
 
     def _urls(self) -> tuple[str, str]:
-        return kind_urls(self.options.root)
+        return kind_urls(self.options.manifests)
 
     def _context(self) -> ka.Context:
-        return _context(self.options, self.runner, self.token, self.sink_image, self.gateway_url, self.sink_url,
-                        self._kong_config)
+        return context(self.options, self.runner, self.token, self.sink_image, self.gateway_url, self.sink_url,
+                       self._kong_config)
 
     def _bring_up(self) -> None:
         self._ensure_cluster()
         self._ensure_sink_image()
         ctx = self._context()
-        graph = ka.addons()
-        ka.check_graph(graph)
+        graph = self._graph()
+        self._check_ownership(graph)
         for addon in graph:
             self._deploy_addon(addon, ctx)
+        self._report_instrumentation()
         self._canary()
 
-    def _run(self, step: ka.Step) -> None:
+    def _graph(self) -> list[ka.Addon]:
+        graph = ka.addons()
+        ka.check_graph(graph)
+        return graph
+
+    def _check_ownership(self, graph: Sequence[ka.Addon]) -> None:
+        namespaces = [ns for addon in graph for ns in addon.namespaces(TOPOLOGY)]
+        releases = [addon.release.name for addon in graph if addon.release is not None]
+        problems = ownership_problems(self.runner, namespaces, releases)
+        if problems:
+            raise StackStartError("refusing to install over what otelgate does not own:\n  " + "\n  ".join(problems)
+                                  + "\nremove or rename them, or use another cluster")
+
+    def _run(self, step: Step) -> None:
         self.say(f"  $ {step.render()}")
         self.runner.run_step(step)
 
     def _ensure_cluster(self) -> None:
         name = self.options.cluster_name
         existing = self.runner.run(["kind", "get", "clusters"], timeout=30).stdout.split()
-        create, export = cluster_steps(self.options)
-        _kubeconfig_path(self.options).parent.mkdir(parents=True, exist_ok=True)
-        if name in existing and self.options.keep_cluster:
-            self.say(f"cluster {name}: exists, reused (--keep-cluster)")
-        elif name in existing:
+        if name in existing and not self.options.keep:
             raise StackStartError(f"a kind cluster named {name!r} already exists; reuse it with --keep-cluster, "
                                   f"pick another --cluster-name, or `kind delete cluster --name {name}`")
-        else:
-            t0 = time.monotonic()
-            self.say(f"cluster {name}: creating")
-            self._run(create)
-            self.created_cluster = True
-            self.say(f"cluster {name}: ready ({time.monotonic() - t0:.1f}s)")
-        self._run(export)
+        self.cluster = KindCluster(self.options)
+        t0 = time.monotonic()
+        self.say(f"cluster {name}: {'reusing' if name in existing else 'creating'} "
+                 f"({cluster_steps(self.options)[0].render()})")
+        self.cluster.create()
+        self.created_cluster = name not in existing
+        self.say(f"cluster {name}: ready ({time.monotonic() - t0:.1f}s)")
 
     def _ensure_sink_image(self) -> None:
         build, load = image_steps(self.options, self.sink_image)
@@ -299,12 +223,14 @@ class KindStack:
         else:
             self.say(f"sink-image: building {self.sink_image}")
             self._run(build)
-        self._run(load)  # kind compares image ids and skips nodes that already have it
+        self.say(f"  $ {load.render()}")
+        assert self.cluster is not None
+        self.cluster.load_image(self.sink_image)
         self.say(f"sink-image: ready ({time.monotonic() - t0:.1f}s)")
 
     def _deploy_addon(self, addon: ka.Addon, ctx: ka.Context) -> None:
         t0 = time.monotonic()
-        if self.options.keep_cluster and self._already_ready(addon, ctx):
+        if self.options.keep and self._already_ready(addon, ctx):
             self.say(f"{addon.name}: already deployed and healthy, skipped")
             return
         self.say(f"{addon.name}: deploying")
@@ -318,39 +244,59 @@ class KindStack:
     def _before_ready(self, addon: ka.Addon, ctx: ka.Context) -> None:
         """Hook between deploy and the readiness wait (the external stack starts its port-forwards here)."""
 
+    def _after_kong_rollout(self, ctx: ka.Context) -> None:
+        """Hook after a Kong rollout replaced its pods (the external stack re-establishes its port-forward)."""
+
     def _already_ready(self, addon: ka.Addon, ctx: ka.Context) -> bool:
         try:
             return addon.ready(ctx).ready
-        except (ka.CommandFailed, httpx.HTTPError, ValueError):
+        except (CommandFailed, httpx.HTTPError, ValueError):
             return False
+
+    def _report_instrumentation(self) -> None:
+        try:
+            self.instrumentation = ka.instrumentation_report(self.runner, TOPOLOGY.app_namespace)
+        except (CommandFailed, ValueError) as exc:
+            self.say(f"instrumentation: could not be read ({exc})")
+            return
+        for status in self.instrumentation:
+            self.say(f"instrumentation: {status.line()}")
 
     # readiness of the whole stack: one canary through Kong ------------------------------------------------------
 
     def _canary(self) -> None:
         t0 = time.monotonic()
-        self.say(f"canary: GET {self.gateway_url}{CANARY_PATH}")
+        route = self.options.topology.canary
+        required = set(canary_services(self.options))
+        self.say(f"canary: GET {self.gateway_url}{route.path}")
         trace_id = secrets.token_hex(16)
         headers = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-        response = poll_until(lambda: httpx.get(f"{self.gateway_url}{CANARY_PATH}", headers=headers, timeout=10.0),
-                              lambda r: r.status_code == 200, what=f"GET {CANARY_PATH} through Kong to answer 200",
+        response = poll_until(lambda: httpx.get(f"{self.gateway_url}{route.path}", headers=headers, timeout=10.0),
+                              lambda r: r.status_code == 200, what=f"GET {route.path} through Kong to answer 200",
                               timeout=60.0, interval=2.0, retry_on=(httpx.HTTPError,))
         sink = self.sink
 
         def services() -> set[str]:
             return {str(span.get("service_name")) for span in sink.spans(trace_id=trace_id)}
 
-        poll_until(services, lambda seen: {KONG_SERVICE_NAME, "coupon"} <= seen,
-                   what=f"spans of {KONG_SERVICE_NAME} and coupon in canary trace {trace_id} at the sink",
-                   timeout=CANARY_TIMEOUT, interval=1.0)
+        try:
+            poll_until(services, lambda seen: required <= seen,
+                       what=f"spans of {' and '.join(sorted(required))} in canary trace {trace_id} at the sink",
+                       timeout=CANARY_TIMEOUT, interval=1.0)
+        except AssertionError as exc:
+            self._report_instrumentation()  # the likeliest cause: coupon's agent; say what the pods show now
+            report = "\n  ".join(s.line() for s in self.instrumentation) or "(no instrumented pods found)"
+            raise AssertionError(f"{exc}\ninstrumentation now:\n  {report}") from exc
         poll_until(lambda: sink.logs(trace_id=trace_id), bool,
                    what=f"Kong's access log of the canary (trace_id {trace_id}) at the sink",
                    timeout=CANARY_TIMEOUT, interval=1.0)
         poll_until(lambda: [p for p in sink.metric_points() if str(p.get("name", "")).startswith("kong_")], bool,
                    what="a Kong metric (kong_*) at the sink (scraped from Kong's Status API)",
                    timeout=CANARY_TIMEOUT, interval=2.0)
-        seen = services()
-        if "membership" not in seen:
-            self.say("canary: note: no membership span (Go eBPF auto-instrumentation did not report; see README)")
+        missing = [name for name in route.service_path if name not in services()]
+        if missing:
+            self.say(f"canary: note: no span of {', '.join(missing)} (reported, not waited on; see the "
+                     f"instrumentation lines)")
         self.say(f"canary: trace, log and metrics reached the sink ({time.monotonic() - t0:.1f}s; "
                  f"x-kong-request-id {response.headers.get('x-kong-request-id', '?')})")
         sink.reset()
@@ -367,11 +313,9 @@ class KindStack:
         return self._sink
 
     def reconfigure(self, **changes: Any) -> None:
-        """Kong-side changes (``sampling_rate``, ``kong_plugin_config``, ``tracing_sampling_rate``) go through
-        ``helm upgrade`` with a derived kong.yaml; the chart hashes the declarative config into the pod template, so
-        Kong rolls, and this waits for the rollout and for the proxy to answer again. Collector-side faults
-        (``drop_processors``, ``exporter_token``, ``collector_running``) patch the collector resource / Secret and
-        wait for the collector's rollout."""
+        """Kong-side changes go through ``helm upgrade`` with a derived kong.yaml (the chart hashes the declarative
+        config into the pod template, so Kong rolls; this waits for the rollout and for the proxy to answer again).
+        Collector-side faults re-apply the collector resource / Secret, or scale the resource (stop/start)."""
         unknown = set(changes) - set(StackSettings.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown stack settings {sorted(unknown)}")
@@ -380,9 +324,9 @@ class KindStack:
         previous, self.settings = self.settings, new
         self.options = replace(self.options, settings=new)
         try:
-            if changed & {"sampling_rate", "kong_plugin_config", "tracing_sampling_rate"}:
+            if changed & (KONG_SIDE | KONG_RESTART):
                 self._reconfigure_kong()
-            if changed & {"drop_processors", "exporter_token", "collector_running"}:
+            if changed & COLLECTOR_SIDE:
                 self._reconfigure_collector()
         except BaseException:
             self.settings = previous
@@ -390,43 +334,49 @@ class KindStack:
             raise
 
     def _reconfigure_kong(self) -> None:
-        derived = derive_cluster_kong_config(self.options.root, self.settings)
-        workdir = self._workdir()
-        self._kong_config = workdir / "kong.derived.yaml"
+        derived = derive_cluster_kong_config(self.options.manifests, self.settings)
+        self._kong_config = self._workdir() / "kong.derived.yaml"
         self._kong_config.write_text(yaml.safe_dump(derived, sort_keys=False))
         ctx = self._context()
-        kong = next(a for a in ka.addons() if a.name == "kong")
         t0 = time.monotonic()
         self.say(f"reconfigure: kong ({_describe(self.settings)})")
-        # the chart hashes the declarative config into the pod template: Kong rolls; helm --wait returns when the
-        # new pods are ready, wait_ready then also needs the old pods gone and the proxy answering
         self._run(ka.kong_helm_step(ctx))
-        ka.wait_ready(kong, ctx)
+        release = TOPOLOGY.kong
+        # helm --wait returns when the new pods are ready; the old ones must be gone before anything forwards to Kong
+        poll_until(lambda: ka.deployments_ready(self.runner, release.namespace,
+                                                selector=f"app.kubernetes.io/instance={release.name}"),
+                   lambda state: state.ready, what="Kong's rollout to finish (old pods gone)",
+                   timeout=RECONFIGURE_TIMEOUT, interval=2.0, retry_on=(CommandFailed, ValueError))
+        self._after_kong_rollout(ctx)
+        ka.wait_ready(ka.addon("kong"), ctx, timeout=RECONFIGURE_TIMEOUT)
         self.say(f"reconfigure: kong applied ({time.monotonic() - t0:.1f}s)")
 
     def _reconfigure_collector(self) -> None:
-        name, namespace = ka.collector_identity(self.options.root)
-        deployment = f"{name}-collector"
+        name, namespace = collector_identity(self.options.manifests)
         if not self.settings.collector_running:
-            self.runner.run(["kubectl", "scale", "deployment", deployment, "-n", namespace, "--replicas=0"],
-                            timeout=60)
-            poll_until(lambda: self.runner.json(["kubectl", "get", "pods", "-n", namespace, "-l",
-                                                 f"app.kubernetes.io/name={deployment}"]).get("items"),
-                       lambda pods: not pods, what=f"collector pods in {namespace} to be gone",
-                       timeout=RECONFIGURE_TIMEOUT, interval=2.0)
+            self._scale_collector(name, namespace, 0)
+            poll_until(lambda: self._collector_pods(name, namespace), lambda pods: not pods,
+                       what=f"collector pods in {namespace} to be gone", timeout=RECONFIGURE_TIMEOUT, interval=2.0,
+                       retry_on=(CommandFailed, ValueError))
             return
         token = self.settings.exporter_token if self.settings.exporter_token is not None else self.token
         self.runner.secrets = (self.token, token)
-        ctx = self._context()
-        secret = ka.render_with_token(self.options.root / ka.PATHS.dynatrace_secret, token)
-        self.runner.run(["kubectl", "apply", "-f", "-"], stdin=secret, timeout=60)
-        cr = _collector_with_dropped_processors(self.options.root, self.settings.drop_processors)
-        self.runner.run(["kubectl", "apply", "-f", "-"], stdin=yaml.safe_dump(cr, sort_keys=False), timeout=60)
-        # env from a Secret is read at container start: restart so a new token applies
-        self.runner.run(["kubectl", "rollout", "restart", "deployment", deployment, "-n", namespace], timeout=60)
-        self.runner.run(["kubectl", "rollout", "status", "deployment", deployment, "-n", namespace, "--timeout",
-                         f"{int(RECONFIGURE_TIMEOUT)}s"], timeout=RECONFIGURE_TIMEOUT + 30)
-        ka.wait_ready(next(a for a in ka.addons() if a.name == "collector"), ctx)
+        ctx = replace(self._context(), token=token)
+        self._run(ka.secret_apply_step(ctx))
+        self._run(ka.collector_apply_step(ctx))
+        # the manifest sets no spec.replicas, so applying it does not undo a stop: scale it back explicitly
+        self._scale_collector(name, namespace, 1)
+        # env from a Secret is read at container start: new pods for a new token (the Deployment recreates them)
+        self.runner.run(["kubectl", "delete", "pods", "-n", namespace, "-l", collector_pod_selector(name),
+                         "--wait=true", "--timeout=120s"], timeout=150)
+        ka.wait_ready(ka.addon("collector"), ctx, timeout=RECONFIGURE_TIMEOUT)
+
+    def _scale_collector(self, name: str, namespace: str, replicas: int) -> None:
+        self.runner.run(collector_scale_argv(name, namespace, replicas), timeout=60)
+
+    def _collector_pods(self, name: str, namespace: str) -> list[Any]:
+        pods = self.runner.json(["kubectl", "get", "pods", "-n", namespace, "-l", collector_pod_selector(name)])
+        return list(pods.get("items") or [])
 
     def _workdir(self) -> Path:
         """Scratch files (derived kong.yaml, port-forward logs); not the state dir (kubeconfig, token)."""
@@ -436,8 +386,10 @@ class KindStack:
         return self._scratch
 
     def diagnose(self, dest: Path) -> Path:
-        return ka.collect_diagnostics(self._context(), dest, sink=self._sink_or_none(),
-                                      kind_cluster=None if self.options.external else self.options.cluster_name)
+        from otelgate.stacks.kind_diagnostics import collect_diagnostics
+
+        return collect_diagnostics(self._context(), dest, sink=self._sink_or_none(),
+                                   kind_cluster=None if self.options.external else self.options.cluster_name)
 
     def _sink_or_none(self) -> SinkClient | None:
         try:
@@ -447,8 +399,7 @@ class KindStack:
 
     def _diagnose_quietly(self) -> Path | str:
         try:
-            folder = self.options.diagnostics_dir / f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            return self.diagnose(folder)
+            return self.diagnose(self._workdir() / "diagnostics" / f"{self.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         except Exception as exc:  # diagnostics must never hide the original failure
             return f"(diagnostics failed: {exc!r})"
 
@@ -456,27 +407,42 @@ class KindStack:
         if self._sink is not None:
             with contextlib.suppress(Exception):
                 self._sink.close()
-        if self.options.keep_cluster:
+        if self.options.keep:
             self.say(f"cluster {self.options.cluster_name} kept (--keep-cluster)")
             return
-        if self.created_cluster:
+        if self.created_cluster and self.cluster is not None:
             self.say(f"deleting cluster {self.options.cluster_name}")
-            self.runner.run(["kind", "delete", "cluster", "--name", self.options.cluster_name], timeout=300,
-                            check=False)
+            try:
+                self.cluster.delete()
+            except CommandFailed as exc:
+                self.say(f"deleting the cluster failed: {exc}")
 
     def urls(self) -> dict[str, str]:
         return {"gateway (Kong proxy)": self.gateway_url, "sink API": f"{self.sink_url}/api/",
-                "sink ingest (in-cluster)": f"http://{ka.TOPOLOGY.sink_name}.{ka.TOPOLOGY.sink_namespace}"
+                "sink ingest (in-cluster)": f"http://{TOPOLOGY.sink_name}.{TOPOLOGY.sink_namespace}"
                                             f".svc.cluster.local:8080/api/v2/otlp",
-                "kubeconfig": str(_kubeconfig_path(self.options))}
+                "kubeconfig": str(self.kubeconfig)}
 
 
-def derive_cluster_kong_config(root: Path, settings: StackSettings) -> dict[str, Any]:
+def collector_scale_argv(name: str, namespace: str, replicas: int) -> list[str]:
+    """Scale the collector through its resource's scale subresource (apis/v1beta1/opentelemetrycollector_types.go
+    @v0.158.0:16, same at v0.148.0). Not the Deployment: the Operator owns it and writes spec.replicas back from the
+    resource on every reconcile (internal/manifests/collector/deployment.go@v0.158.0:38)."""
+    return ["kubectl", "scale", f"opentelemetrycollector/{name}", "-n", namespace, f"--replicas={replicas}"]
+
+
+def collector_pod_selector(name: str) -> str:
+    """The Operator labels the collector's pods app.kubernetes.io/name=<name>-collector
+    (internal/manifests/manifestutils/labels.go@v0.158.0:59-60)."""
+    return f"app.kubernetes.io/name={name}-collector"
+
+
+def derive_cluster_kong_config(manifests: Path, settings: StackSettings) -> dict[str, Any]:
     """kong.yaml with the stack's plugin overrides applied and every endpoint and upstream kept as the cluster's own
     (the same derivation, and validation, the local stack uses; only the overrides differ from the file)."""
     from otelgate import kongconfig
 
-    doc = kongconfig.load(root / ka.PATHS.kong_config)
+    doc = kongconfig.load(manifests / PATHS.kong_config)
     overrides = {k: dict(v) for k, v in settings.kong_plugin_config.items()}
     if settings.sampling_rate is not None:
         overrides.setdefault("opentelemetry", {})["sampling_rate"] = settings.sampling_rate
@@ -493,98 +459,67 @@ def _describe(settings: StackSettings) -> str:
             f"plugin overrides={sorted(settings.kong_plugin_config)}")
 
 
-def _collector_with_dropped_processors(root: Path, drop: tuple[str, ...]) -> dict[str, Any]:
-    cr = next(d for d in ka.load_yaml_docs(root / ka.PATHS.collector) if d.get("kind") == "OpenTelemetryCollector")
-    if drop:
-        pipelines = ((cr.get("spec") or {}).get("config") or {}).get("service", {}).get("pipelines", {})
-        for pipeline in pipelines.values():
-            pipeline["processors"] = [p for p in pipeline.get("processors") or [] if p not in drop]
-    return cr
-
-
-def _collector_env(root: Path, name: str) -> str | None:
-    cr = _collector_with_dropped_processors(root, ())
-    for env in (cr.get("spec") or {}).get("env") or []:
-        if env.get("name") == name and "value" in env:
-            return str(env["value"])
-    return None
-
-
 def _read_or_create_token(options: KindOptions) -> str:
     """One random token per cluster, kept beside the kubeconfig (mode 0600) so --keep-cluster reuses it."""
     path = state_dir(options) / "dt-api-token"
     if path.exists():
         return path.read_text().strip()
-    token = "dt0c01.OTELGATE" + secrets.token_hex(12).upper() + "." + secrets.token_hex(32).upper()
+    token = generate_token()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(token)
     return token
 
 
-# --- entry points ----------------------------------------------------------------------------------------------------
+# --- otelgate up ------------------------------------------------------------------------------------------------------
 
 
-def _artifacts() -> Path:
-    return Path(os.environ.get("OTELGATE_ARTIFACTS") or "artifacts")
+def run_up(start: Callable[[], KindStack], status_interval: float) -> int:
+    """``otelgate up --stack kind|external``: bring the stack up, print its URLs and status lines until Ctrl-C."""
+    from otelgate.stacks.console import print_status_until_interrupted, print_urls, sink_status, stop_on_signals
 
-
-def start_from_pytest(pytest_config: Any) -> KindStack:
-    """The suites' fixture calls this for ``--stack kind``. ``--keep-stack`` (the plugin's) or ``--keep-cluster`` /
-    OTELGATE_KEEP_CLUSTER=1 keep and reuse the cluster; ``--cluster-name`` / OTELGATE_KIND_CLUSTER names it. A failed
-    bring-up writes its diagnostics under ``$OTELGATE_ARTIFACTS/diagnostics`` (default ``artifacts/diagnostics``)."""
-    def opt(name: str, default: Any) -> Any:
-        try:
-            value = pytest_config.getoption(name, default=default)
-        except (ValueError, AttributeError):
-            value = default
-        return default if value is None else value
-
-    keep = bool(opt("keep_stack", False)) or bool(opt("--keep-cluster", False)) \
-        or os.environ.get("OTELGATE_KEEP_CLUSTER") == "1"
-    options = KindOptions(
-        cluster_name=str(opt("--cluster-name", os.environ.get("OTELGATE_KIND_CLUSTER", DEFAULT_CLUSTER))),
-        keep_cluster=keep, diagnostics_dir=_artifacts() / "diagnostics",
-        settings=StackSettings(tracing_sampling_rate=float(opt("--tracing-sampling-rate", 1.0))))
-    missing = check_prerequisites()
-    if missing:
-        raise StackStartError("the kind stack cannot start:\n  " + "\n  ".join(missing))
-    return KindStack.start(options)
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def up(args: argparse.Namespace | None = None, *, external: bool = False) -> int:
-    """``otelgate up --stack kind``: bring the stack up, print its URLs, keep it until Ctrl-C."""
-    options = KindOptions.from_namespace(args, external=external)
-    missing = check_prerequisites(("kubectl", "helm") if external else KIND_TOOLS)
-    if missing:
-        for line in missing:
-            print(f"missing: {line}", file=sys.stderr)
-        return 1
-    stack_class: type[KindStack]
-    if external:
-        from otelgate.stacks.external import ExternalStack
-        stack_class = ExternalStack
-    else:
-        stack_class = KindStack
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` ends as cleanly as Ctrl-C
+    stop_on_signals()
     try:
-        stack = stack_class.start(options)
-    except StackStartError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        for label, url in stack.urls().items():
-            print(f"  {label:<26} {url}")
-        print(f"try:  curl -i {stack.gateway_url}{CANARY_PATH}     (Ctrl-C ends; --keep-cluster keeps the cluster)",
-              flush=True)
-        while True:
-            time.sleep(3600)
+        stack = start()
     except KeyboardInterrupt:
-        pass
+        print("interrupted during bring-up; what was started was removed (unless --keep-cluster)", flush=True)
+        return 130
+    except StackStartError as exc:
+        print(f"error: {exc}", flush=True)
+        return 1
+    try:
+        print_urls(stack.urls())
+        print(f"try:  curl -i {stack.gateway_url}{stack.options.topology.canary_path}     "
+              f"(Ctrl-C ends; --keep-cluster keeps it)", flush=True)
+        print_status_until_interrupted(lambda: sink_status(stack.sink, "(in the cluster)"), status_interval)
     finally:
         stack.close()
     return 0
+
+
+class KindStackModule:
+    """The kind stack's :class:`otelgate.stacks.base.StackModule`."""
+
+    name = "kind"
+
+    def plan(self, options: StackOptions) -> list[str]:
+        return plan(KindOptions.from_stack_options(options))
+
+    def check_prerequisites(self, options: StackOptions) -> list[str]:
+        return check_prerequisites(KIND_TOOLS)
+
+    def start(self, options: StackOptions) -> KindStack:
+        missing = self.check_prerequisites(options)
+        if missing:
+            raise StackStartError("the kind stack cannot start:\n  " + "\n  ".join(missing))
+        return KindStack.start(KindOptions.from_stack_options(options))
+
+    def up(self, options: StackOptions, status_interval: float) -> int:
+        missing = self.check_prerequisites(options)
+        if missing:
+            print("\n".join(f"missing: {line}" for line in missing), flush=True)
+            return 1
+        return run_up(lambda: self.start(options), status_interval)
+
+
+STACK = KindStackModule()

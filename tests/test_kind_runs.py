@@ -1,0 +1,296 @@
+"""The kind/external stacks' first-run risks, each driven through otelgate's real code against fake kubectl, helm and
+kind executables on PATH (tests/kube_fakes.py) that record every call and answer as scripted. Each test fails on the
+behaviour before issue #13's fix; the upstream fact each relies on is cited where it is used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kube_fakes import FakeTools
+
+from otelgate.cluster_topology import TOPOLOGY
+from otelgate.stacks import external, kind
+from otelgate.stacks import kind_addons as ka
+from otelgate.stacks.base import StackStartError
+from otelgate.stacks.kube import Runner, ownership_problems
+
+OWNED = {"otelgate.dev/owned-by": "otelgate"}
+
+
+def rolled_out(name: str, **labels: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "generation": 1, "labels": labels},
+            "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "updatedReplicas": 1, "availableReplicas": 1, "readyReplicas": 1,
+                       "replicas": 1}}
+
+
+@pytest.fixture
+def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeTools:
+    tools = FakeTools(tmp_path / "bin")
+    monkeypatch.setenv("PATH", tools.path_env)
+    return tools
+
+
+def kind_options(tmp_path: Path, **changes: Any) -> kind.KindOptions:
+    return kind.KindOptions(workdir=tmp_path / "work", state_dir=tmp_path / "state", **changes)
+
+
+def external_options(tmp_path: Path) -> kind.KindOptions:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    return kind_options(tmp_path, external=True, kubeconfig=kubeconfig, sink_image="registry.example/otelgate-sink:1")
+
+
+# --- (1) the collector-stop control scales the collector RESOURCE -------------------------------------------------
+
+
+def test_collector_stop_scales_the_resource_and_start_scales_it_back(fakes: FakeTools, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fake models the Operator: scaling the Deployment changes nothing (it writes spec.replicas back from the
+    resource: internal/manifests/collector/deployment.go@v0.158.0:38); scaling the resource through its scale
+    subresource (apis/v1beta1/opentelemetrycollector_types.go@v0.158.0:16) removes the pods. The old code scaled the
+    Deployment and waited for pods that never went."""
+    monkeypatch.setattr(kind, "RECONFIGURE_TIMEOUT", 5.0)
+    fakes.state_path.write_text(json.dumps({
+        "collector_replicas": 1,
+        "deployments": {"otelgate-observability": [rolled_out("kong-otel-collector")]}}))
+    stack = kind.KindStack(kind_options(tmp_path))
+    stack.reconfigure(collector_running=False)
+    scales = [argv for argv in fakes.argvs("kubectl") if argv[0] == "scale"]
+    assert scales == [["scale", "opentelemetrycollector/kong-otel", "-n", "otelgate-observability", "--replicas=0"]]
+    assert fakes.state()["collector_replicas"] == 0
+
+    stack.reconfigure(collector_running=True)
+    scales = [argv for argv in fakes.argvs("kubectl") if argv[0] == "scale"]
+    assert scales[-1] == ["scale", "opentelemetrycollector/kong-otel", "-n", "otelgate-observability", "--replicas=1"]
+    assert fakes.state()["collector_replicas"] == 1
+    assert not any("deployment" in argv[1:2] for argv in fakes.argvs("kubectl") if argv[0] == "scale")
+
+
+def test_collector_restart_applies_the_token_through_stdin_only(fakes: FakeTools, tmp_path: Path) -> None:
+    fakes.state_path.write_text(json.dumps({
+        "collector_replicas": 1, "deployments": {"otelgate-observability": [rolled_out("kong-otel-collector")]}}))
+    stack = kind.KindStack(kind_options(tmp_path))
+    stack.reconfigure(exporter_token="dt0c01.WRONGWRONGWRONG.WRONGWRONGWRONGWRONGWRONG")
+    applies = [c for c in fakes.calls("kubectl") if c["argv"][-3:] == ["apply", "-f", "-"]]
+    assert len(applies) == 2
+    assert "dt0c01.WRONGWRONGWRONG" in applies[0]["stdin"]
+    assert all("dt0c01" not in " ".join(c["argv"]) for c in fakes.calls())
+    assert "value: kong-kind" in applies[1]["stdin"]
+
+
+# --- (2) external: the Kong port-forward survives a rollout ---------------------------------------------------------
+
+
+def _external_stack_forwarding(fakes: FakeTools, tmp_path: Path, *, watchdog: bool) -> external.ExternalStack:
+    fakes.state_path.write_text(json.dumps({
+        "deployments": {"otelgate-kong": [rolled_out("otelgate-kong-kong")]},
+        "break_forwards_on_helm": True}))
+    stack = external.ExternalStack(external_options(tmp_path))
+    ctx = stack._context()
+    stack._before_ready(ka.addon("kong"), ctx)
+    if not watchdog:
+        stack.forwards["kong"].check_interval = 3600.0
+    return stack
+
+
+def test_external_reestablishes_the_kong_forward_after_a_rollout(fakes: FakeTools, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """kubectl port-forward follows the ONE pod it picked; the fake helm upgrade leaves that forward running with a
+    dead tunnel (its pod is gone). Only a fresh forward after the rollout answers again, on the same URL."""
+    monkeypatch.setattr(kind, "RECONFIGURE_TIMEOUT", 6.0)
+    stack = _external_stack_forwarding(fakes, tmp_path, watchdog=False)
+    try:
+        url = stack.gateway_url
+        assert httpx.get(f"{url}/x", timeout=3).headers["server"].startswith("kong")
+        stack.reconfigure(sampling_rate=0.5)
+        assert stack.gateway_url == url, "the gateway URL the suites hold stays valid"
+        assert httpx.get(f"{url}/x", timeout=3).headers["server"].startswith("kong")
+        forwards = [argv for argv in fakes.argvs("kubectl") if argv[0] == "port-forward"]
+        assert len(forwards) == 2 and forwards[0] == forwards[1]
+        assert [a for a in forwards[0] if a.startswith("service/")] == ["service/otelgate-kong-kong-proxy"]
+        assert stack.forwards["kong"].restarts == 1
+    finally:
+        stack.close_forwards()
+
+
+def test_external_forward_watchdog_restarts_a_forward_that_exited(fakes: FakeTools, tmp_path: Path) -> None:
+    """A forward that ends on its own (kubectl exits when its pod goes) is restarted on the same port."""
+    stack = _external_stack_forwarding(fakes, tmp_path, watchdog=True)
+    try:
+        url = stack.gateway_url
+        first = fakes.forward_pids()
+        fakes.kill_forwards()
+        import time
+
+        deadline = time.monotonic() + 15
+        forward = stack.forwards["kong"]
+        while time.monotonic() < deadline and (forward.restarts == 0 or not forward.alive()):
+            time.sleep(0.2)
+        assert stack.forwards["kong"].restarts >= 1
+        assert httpx.get(f"{url}/x", timeout=3).headers["server"].startswith("kong")
+        assert set(fakes.forward_pids()) - set(first), "a new kubectl port-forward process serves the same URL"
+    finally:
+        stack.close_forwards()
+
+
+# --- (3)-(5) bring-up gates on the app containers, instrumentation is reported ----------------------------------------
+
+
+def pod(service: str, *, agents: list[tuple[str, dict[str, Any]]] = (), app_ready: bool = True,  # type: ignore[assignment]
+        annotation: str | None = "nodejs", init: bool = True) -> dict[str, Any]:
+    annotations = {f"instrumentation.opentelemetry.io/inject-{annotation}": "otelgate"} if annotation else {}
+    agent_specs = [{"name": name} for name, _ in agents]
+    spec: dict[str, Any] = {"containers": [{"name": service}]}
+    status: dict[str, Any] = {"containerStatuses": [{"name": service, "ready": app_ready, "restartCount": 0,
+                                                     "state": {"running": {}}}]}
+    if init:
+        spec["initContainers"] = agent_specs
+        status["initContainerStatuses"] = [{"name": name, **s} for name, s in agents]
+    else:
+        spec["containers"] += agent_specs
+        status["containerStatuses"] += [{"name": name, **s} for name, s in agents]
+    return {"metadata": {"name": f"{service}-abc", "labels": {"app": service}, "annotations": annotations},
+            "spec": spec, "status": status}
+
+
+CRASHLOOP = {"ready": False, "restartCount": 7, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+             "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+DONE = {"ready": False, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+
+
+def demo_pods() -> list[dict[str, Any]]:
+    return [
+        pod("coupon", annotation="nodejs"),  # no agent: the webhook did not inject it
+        # membership's Go agent is a second container (internal/instrumentation/golang.go@v0.158.0:81) and exits on
+        # any load failure (opentelemetry-go-instrumentation cli/main.go@v0.24.0:173-176): a crash loop
+        pod("membership", annotation="go", init=False,
+            agents=[("opentelemetry-auto-instrumentation", CRASHLOOP)]),
+        pod("inventory", annotation="python", agents=[("opentelemetry-auto-instrumentation-python", DONE)]),
+        pod("pricing", annotation="dotnet", agents=[("opentelemetry-auto-instrumentation-dotnet", DONE)]),
+        pod("frontend", annotation="java", app_ready=False),  # not needed by any claim: never gates bring-up
+    ]
+
+
+def test_app_readiness_ignores_optional_agents_and_unneeded_services(fakes: FakeTools, tmp_path: Path) -> None:
+    """The old readiness waited for every demo Deployment (membership's pod is never Ready while its Go agent
+    crash-loops) and for every pod to be instrumented; now only the app containers of the services the claims
+    need count."""
+    fakes.state_path.write_text(json.dumps({"pods": {"otelgate-demo": demo_pods()}}))
+    ctx = kind.KindStack(kind_options(tmp_path))._context()
+    assert ka.addon("app").ready(ctx) == ka.READY
+    from otelgate import topology
+
+    assert set(topology.current().demo_services) == {"coupon", "membership", "inventory", "pricing"}
+
+    pods = demo_pods()
+    pods[0]["status"]["containerStatuses"][0]["ready"] = False
+    fakes.state_path.write_text(json.dumps({"pods": {"otelgate-demo": pods}}))
+    state = ka.addon("app").ready(ctx)
+    assert not state.ready and "coupon" in state.waiting_for
+
+
+def test_instrumentation_report_says_injected_not_injected_crashed_with_log_lines(fakes: FakeTools,
+                                                                                  tmp_path: Path) -> None:
+    fakes.state_path.write_text(json.dumps({
+        "pods": {"otelgate-demo": demo_pods()},
+        "logs": {"membership-abc/opentelemetry-auto-instrumentation":
+                 "level=ERROR msg=\"failed to load instrumentation\" error=\"no offsets for net/http\""}}))
+    report = {s.pod: s for s in ka.instrumentation_report(Runner(), "otelgate-demo")}
+    assert report["coupon-abc"].state == "not injected"
+    assert report["membership-abc"].state == "crashed"
+    assert "failed to load instrumentation" in report["membership-abc"].line()
+    assert "CrashLoopBackOff" in report["membership-abc"].detail
+    assert report["inventory-abc"].state == "injected" and report["pricing-abc"].state == "injected"
+    logs = [argv for argv in fakes.argvs("kubectl") if argv[0] == "logs"]
+    assert logs == [["logs", "membership-abc", "-n", "otelgate-demo", "-c", "opentelemetry-auto-instrumentation",
+                     f"--tail={ka.LOG_TAIL_LINES}", "--previous"]]
+
+
+def test_membership_service_routes_to_it_while_its_agent_crashes() -> None:
+    """A crash-looping agent container makes the pod not Ready, which takes it out of a Service's endpoints; the
+    demo's membership Service publishes not-ready addresses so coupon still reaches it."""
+    docs = ka.load_yaml_docs(kind.KindOptions().manifests / ka.PATHS.app)
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "membership")
+    assert service["spec"]["publishNotReadyAddresses"] is True
+
+
+# --- (7) ownership --------------------------------------------------------------------------------------------------
+
+
+def test_refuses_a_namespace_or_release_of_the_same_name_without_the_label(fakes: FakeTools) -> None:
+    fakes.state_path.write_text(json.dumps({
+        "namespaces": {"otelgate-kong": {}, "otelgate-demo": OWNED},
+        "helm_secrets": [{"name": "otelgate-kong", "namespace": "team-a", "labels": {}},
+                         {"name": "otelgate-operator", "namespace": "otelgate-operator", "labels": OWNED}]}))
+    problems = ownership_problems(Runner(), TOPOLOGY.namespaces, [r.name for r in TOPOLOGY.releases])
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("namespace otelgate-kong exists and is not otelgate's")
+    assert problems[1].startswith("Helm release otelgate-kong exists in namespace team-a and is not otelgate's")
+
+
+def test_external_bring_up_stops_before_installing_over_a_foreign_release(fakes: FakeTools, tmp_path: Path) -> None:
+    fakes.state_path.write_text(json.dumps({
+        "helm_secrets": [{"name": "otelgate-kong", "namespace": "otelgate-kong", "labels": {}}]}))
+    with pytest.raises(StackStartError, match="refusing to install over what otelgate does not own"):
+        external.ExternalStack.start(external_options(tmp_path))
+    assert not [argv for argv in fakes.argvs("helm") if argv[0] == "upgrade"]
+    assert not [argv for argv in fakes.argvs("kubectl") if argv[0] == "apply"]
+
+
+def test_close_removes_only_what_carries_the_label(fakes: FakeTools, tmp_path: Path) -> None:
+    fakes.state_path.write_text(json.dumps({
+        "namespaces": {"otelgate": OWNED, "otelgate-observability": OWNED, "otelgate-kong": {},
+                       "otelgate-demo": OWNED},
+        "helm_secrets": [{"name": "otelgate-kong", "namespace": "otelgate-kong", "labels": {}}]}))
+    stack = external.ExternalStack(external_options(tmp_path))
+    stack._installed = [ka.addon("sink"), ka.addon("collector"), ka.addon("kong"), ka.addon("app")]
+    stack.close()
+    assert not [argv for argv in fakes.argvs("helm") if argv[0] == "uninstall"], "the unlabelled release stays"
+    deleted = [argv[2] for argv in fakes.argvs("kubectl") if argv[:2] == ["delete", "namespace"]]
+    assert sorted(deleted) == ["otelgate", "otelgate-demo", "otelgate-observability"]
+    assert set(fakes.state()["namespaces"]) == {"otelgate-kong"}
+
+
+# --- the kind cluster's lifecycle goes through pytest-kubernetes --------------------------------------------------
+
+
+def test_kind_cluster_created_loaded_and_deleted_through_pytest_kubernetes(fakes: FakeTools, tmp_path: Path) -> None:
+    options = kind_options(tmp_path, cluster_name="otelgate-t1")
+    cluster = kind.KindCluster(options)
+    cluster.create()
+    cluster.load_image("otelgate-sink:0.1.0-abc")
+    assert kind.kubeconfig_path(options).exists(), "the private kubeconfig pytest-kubernetes passed to kind"
+    cluster.delete()
+    argvs = fakes.argvs("kind")
+    assert argvs[0] == ["create", "cluster", "--wait", "120s", "--config", str(kind.cluster_config_path(options)),
+                        "--kubeconfig", str(kind.kubeconfig_path(options))]
+    assert argvs[0][:6] == [a for a in kind.cluster_steps(options)[0].argv[1:7]], "the plan shows what runs"
+    assert ["load", "docker-image", "otelgate-sink:0.1.0-abc", "--name", "otelgate-t1"] in argvs
+    assert argvs[-1] == ["delete", "cluster", "--name", "otelgate-t1"]
+    assert not kind.kubeconfig_path(options).exists()
+    assert "name: otelgate-t1" in kind.cluster_config_path(options).read_text()
+
+
+def test_kept_cluster_is_reused_not_recreated(fakes: FakeTools, tmp_path: Path) -> None:
+    fakes.state_path.write_text(json.dumps({"kind_clusters": ["otelgate-t2"], "cluster_ready": True}))
+    options = kind_options(tmp_path, cluster_name="otelgate-t2", keep=True)
+    kind.kubeconfig_path(options).parent.mkdir(parents=True, exist_ok=True)
+    kind.kubeconfig_path(options).write_text("apiVersion: v1\nkind: Config\n")
+    stack = kind.KindStack(options)
+    stack._ensure_cluster()
+    assert not stack.created_cluster
+    assert not [argv for argv in fakes.argvs("kind") if argv[:2] == ["create", "cluster"]]
+    stack.close()
+    assert not [argv for argv in fakes.argvs("kind") if argv[:2] == ["delete", "cluster"]]
+
+
+def test_an_existing_cluster_without_keep_is_refused(fakes: FakeTools, tmp_path: Path) -> None:
+    fakes.state_path.write_text(json.dumps({"kind_clusters": ["otelgate-t3"]}))
+    stack = kind.KindStack(kind_options(tmp_path, cluster_name="otelgate-t3"))
+    with pytest.raises(StackStartError, match="already exists; reuse it with --keep-cluster"):
+        stack._ensure_cluster()
