@@ -15,8 +15,8 @@ import httpx
 import psutil
 import pytest
 
-from otelgate.pytest_plugin import require_collector
 from otelgate.procs import port_is_open
+from otelgate.pytest_plugin import require_collector
 from otelgate.stacks.base import Stack
 from otelgate.stacks.local import KONG_SERVICE_NAME, LocalStack, StackStartError
 from otelgate.waiting import poll_until, wait_stable
@@ -217,6 +217,10 @@ def test_the_token_is_never_written(local: LocalStack, tmp_path: Path) -> None:
     folder = local.diagnose(tmp_path / "diagnosis")
     written = [p for p in folder.rglob("*") if p.is_file()]
     assert {p.name for p in written} >= {"summary.txt", "sink-dump.json", "collector.yaml", "kong.yaml"}
+    summary = (folder / "summary.txt").read_text()
+    assert "canary trace: " in summary and "services " in summary
+    # the simulator's losses (spans dropped, tcp-log lines lost) are where a person reading diagnostics sees them
+    assert re.search(r"kong simulator lost \(its status API\): \d+ spans dropped, \d+ tcp-log lines", summary), summary
     for path in [*written, *local.workdir.rglob("*")]:
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert token not in path.read_text(errors="replace"), f"token found in {path}"
@@ -315,7 +319,7 @@ def test_up_reaches_every_stack_through_its_stack_module(monkeypatch: pytest.Mon
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from otelgate.cli import main
     from otelgate.stacks import registry
-    from otelgate.stacks.base import Stack, StackModule, StackOptions
+    from otelgate.stacks.base import StackModule, StackOptions
 
     seen: list[StackOptions] = []
 

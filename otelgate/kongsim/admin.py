@@ -38,6 +38,7 @@ def status_payload(node: Node) -> dict[str, Any]:
         "configuration_hash": runtime.config.config_hash if runtime else "0" * 32,
         "memory": {"lua_shared_dicts": {}, "workers_lua_vms": []},
         "otelgate_test_double": SIMULATOR_NOTE,
+        "otelgate_telemetry_lost": node.losses(),  # not a Kong field: what the simulator dropped (Kong only logs it)
     }
 
 

@@ -95,6 +95,9 @@ def build_runtime(doc: Mapping[str, Any], node_id: str, source: str,
 class Counters:
     total_requests: int = 0
     active: int = 0
+    # telemetry lost by exporters and senders a reload retired (the current ones count their own)
+    retired_dropped_spans: int = 0
+    retired_lost_log_lines: int = 0
     in_flight_log_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -142,6 +145,19 @@ class Node:
         if self.counters.in_flight_log_tasks:
             await asyncio.wait(list(self.counters.in_flight_log_tasks), timeout=5.0)
         await old.close(flush_timeout=None)
+        # `old` holds only the parts the new runtime did not keep: each is counted once
+        self.counters.retired_dropped_spans += old.otel_exporter.dropped_spans if old.otel_exporter else 0
+        self.counters.retired_lost_log_lines += old.tcp_sender.lost_lines if old.tcp_sender else 0
+
+    def losses(self) -> dict[str, int]:
+        """Telemetry this node lost since it started: spans its exporters dropped (full queue, failed sends, a
+        retired config) and tcp-log lines its senders could not deliver. Kong only logs these; the simulator also
+        counts them, for its status API and a stack's diagnostics."""
+        runtime = self.runtime
+        spans = runtime.otel_exporter.dropped_spans if runtime and runtime.otel_exporter else 0
+        lines = runtime.tcp_sender.lost_lines if runtime and runtime.tcp_sender else 0
+        return {"spans_dropped": self.counters.retired_dropped_spans + spans,
+                "log_lines_lost": self.counters.retired_lost_log_lines + lines}
 
     def stats(self) -> NodeStats:
         pending = 0

@@ -518,8 +518,17 @@ class LocalStack:
             lines.append(f"  collector: pid {self.collector_pid()}; log {self.collector.log_path}")
         else:
             lines.append("  collector: not running")
+        lines.append(f"kong simulator lost (its status API): {self._simulator_losses()}")
         lines += summary_tail(self.urls(), lambda: self.sink.stats())
         return "\n".join(lines) + "\n"
+
+    def _simulator_losses(self) -> str:
+        """Spans the simulator's exporter dropped and tcp-log lines it could not deliver (Kong only logs these)."""
+        try:
+            lost = httpx.get(f"{self.kong_admin_url}/status", timeout=2.0).json()["otelgate_telemetry_lost"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            return f"unknown ({type(exc).__name__}: the simulator's Admin API did not say)"
+        return f"{lost['spans_dropped']} spans dropped, {lost['log_lines_lost']} tcp-log lines"
 
     def _write_summary_line(self, line: str) -> None:
         append_timing(self.workdir, line)
