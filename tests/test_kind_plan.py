@@ -461,3 +461,18 @@ def test_k8s_fixture_is_pytest_kubernetes_bound_to_the_stack(tmp_path: Path) -> 
                             cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def test_e2e_workflow_uploads_where_the_kind_stack_writes_its_diagnostics(tmp_path: Path) -> None:
+    """The pytest plugin gives the kind stack the workdir artifacts/kind-stack/<run>; a failed bring-up writes its
+    diagnostics below it, failed suites into artifacts/stack-diagnosis."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "e2e.yml").read_text())
+    steps = workflow["jobs"]["e2e"]["steps"]
+    upload = next(s for s in steps if s.get("name") == "Upload diagnostics")
+    assert upload["if"] == "failure()"
+    uploaded = upload["with"]["path"].split()
+    assert "artifacts/kind-stack/" in uploaded and "artifacts/stack-diagnosis/" in uploaded
+    workdir = tmp_path / "artifacts" / "kind-stack" / "run1"
+    stack = kind.KindStack(kind.KindOptions(workdir=workdir, state_dir=tmp_path / "state"))
+    folder = stack._diagnose_quietly()
+    assert isinstance(folder, Path) and folder.is_relative_to(workdir), folder
