@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from google.protobuf import json_format
@@ -152,37 +152,51 @@ def _name(names: tuple[str, ...], index: int, fallback: str) -> str:
     return names[index] if 0 <= index < len(names) else fallback
 
 
-def normalize_spans(request: Any, received_at: float) -> list[dict[str, Any]]:
-    spans: list[dict[str, Any]] = []
-    append = spans.append
+SpanContext = tuple[str | None, dict[str, Any], dict[str, Any]]  # service_name, resource, scope
+
+
+def span_blocks(request: Any) -> Iterator[tuple[SpanContext, Any]]:
+    """(context, repeated spans) per ScopeSpans, in wire order; the context maps are built once and shared."""
     for resource_spans in request.resource_spans:
         resource = attributes(resource_spans.resource.attributes)
         service = resource.get("service.name")
         service_name = service if isinstance(service, str) and service else None
         for scope_spans in resource_spans.scope_spans:
-            scope = _scope(scope_spans.scope)
-            for span in scope_spans.spans:
-                status = span.status
-                append({
-                    "trace_id": _hex_id(span.trace_id),
-                    "span_id": _hex_id(span.span_id),
-                    "parent_span_id": _hex_id(span.parent_span_id),
-                    "name": span.name,
-                    "kind": _name(SPAN_KINDS, span.kind, "UNSPECIFIED"),
-                    "service_name": service_name,
-                    "resource": resource,
-                    "scope": scope,
-                    "attributes": attributes(span.attributes),
-                    "status": {"code": _name(STATUS_CODES, status.code, "UNSET"), "message": status.message},
-                    "start_unix_nano": span.start_time_unix_nano,
-                    "end_unix_nano": span.end_time_unix_nano,
-                    "events": [
-                        {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": attributes(e.attributes)}
-                        for e in span.events
-                    ],
-                    "received_at": received_at,
-                })
-    return spans
+            yield (service_name, resource, _scope(scope_spans.scope)), scope_spans.spans
+
+
+def normalize_span(span: Any, context: SpanContext, received_at: float) -> dict[str, Any]:
+    service_name, resource, scope = context
+    status = span.status
+    return {
+        "trace_id": _hex_id(span.trace_id),
+        "span_id": _hex_id(span.span_id),
+        "parent_span_id": _hex_id(span.parent_span_id),
+        "name": span.name,
+        "kind": _name(SPAN_KINDS, span.kind, "UNSPECIFIED"),
+        "service_name": service_name,
+        "resource": resource,
+        "scope": scope,
+        "attributes": attributes(span.attributes),
+        "status": {"code": _name(STATUS_CODES, status.code, "UNSET"), "message": status.message},
+        "start_unix_nano": span.start_time_unix_nano,
+        "end_unix_nano": span.end_time_unix_nano,
+        "events": [
+            {"name": e.name, "time_unix_nano": e.time_unix_nano, "attributes": attributes(e.attributes)}
+            for e in span.events
+        ],
+        "received_at": received_at,
+    }
+
+
+def normalize_spans(request: Any, received_at: float) -> list[dict[str, Any]]:
+    return [normalize_span(span, context, received_at)
+            for context, spans in span_blocks(request) for span in spans]
+
+
+def trace_key(raw: bytes) -> str:
+    """The store's key for a trace id: what ``trace_id`` of a normalized span holds."""
+    return _hex_id(raw)
 
 
 def count_items(signal: str, request: Any) -> int:
@@ -391,5 +405,8 @@ __all__ = [
     "encode_status",
     "normalize_logs",
     "normalize_metrics",
+    "normalize_span",
     "normalize_spans",
+    "span_blocks",
+    "trace_key",
 ]

@@ -41,6 +41,7 @@ from otelgate.sink import rules
 from otelgate.sink.config import SIGNAL_SCOPES, SinkConfig
 from otelgate.sink.faults import Fault, Faults, InvalidFault
 from otelgate.sink.store import InvalidDump, Store
+from otelgate.sink.workers import SpanPreparer
 
 log = logging.getLogger("otelgate.sink")
 
@@ -67,6 +68,7 @@ class SinkState:
         self.config = config
         self.store = Store(config.max_items)
         self.faults = Faults()
+        self.preparer = SpanPreparer(config.workers)
 
 
 # ------------------------------------------------------------------------------------------------ responses
@@ -239,6 +241,8 @@ def build_app(state: SinkState) -> Starlette:
                 raise refusal
             encoding, content_encoding = check_content(request, config)
             body = await reader.read(content_encoding, config.size_limit(signal))
+            if signal == "traces":
+                return await ingest_spans(reader, body, encoding)
             try:
                 message = decode_request(signal, body, encoding)
             except OtlpDecodeError as exc:
@@ -257,6 +261,32 @@ def build_app(state: SinkState) -> Starlette:
             store.count_request(signal, reader.raw_bytes)
             return Response(status_code=400)
         return store_and_answer(signal, reader.raw_bytes, message, encoding)
+
+    async def ingest_spans(reader: BodyReader, body: bytes, encoding: Encoding) -> Response:
+        """Traces: decoded and checked now, kept compact, normalized when read (``spanstore``); raises Refusal."""
+        received_at = time.time()
+        try:
+            if encoding == "json":  # the otlp profile: keep the protobuf form of the same message
+                body = decode_request("traces", body, "json").SerializeToString()
+            prepared = await state.preparer.prepare(body, rules.span_window(config))
+        except OtlpDecodeError as exc:
+            raise Refusal(400, "MALFORMED", str(exc)[:1000]) from exc
+        fault = faults.take("traces")
+        if fault is not None:
+            fault_response = await apply_fault("traces", reader, fault, encoding)
+            if fault_response is not None:
+                return fault_response
+        store.count_request("traces", reader.raw_bytes)
+        store.count_accepted_request("traces")
+        store.add_spans(body, received_at, prepared)
+        rejected, message = 0, ""
+        if prepared.dropped and prepared.example is not None:
+            example = prepared.example
+            records, rejected, message = rules.dropped_spans_verdict(
+                prepared.dropped, example.name, example.trace_id, example.end_unix_nano, config)
+            store.reject(records)
+            log.info("partly refused traces: %s (%d item(s))", records[0]["message"], prepared.dropped)
+        return Response(encode_response("traces", encoding, rejected, message), media_type=_media(encoding))
 
     async def apply_fault(signal: str, reader: BodyReader, fault: Fault, encoding: Encoding) -> Response | None:
         if fault.latency_ms:
@@ -383,7 +413,7 @@ def query_routes(state: SinkState) -> list[Route]:
 
     async def healthz(request: Request) -> Response:
         return JsonResponse({"status": "ok", "profile": config.profile, "store": store.sizes(),
-                             "config": config.public_view()})
+                             "config": config.public_view(), "offloaded_requests": state.preparer.offloaded})
 
     return [
         Route("/healthz", healthz, methods=["GET"]),

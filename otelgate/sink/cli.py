@@ -16,6 +16,7 @@ import uvicorn
 from otelgate.sink.app import create_app
 from otelgate.sink.config import DEFAULT_MAX_ITEMS, PROFILES, SinkConfig
 from otelgate.sink.server import bound_socket, otlp_endpoint, uvicorn_config
+from otelgate.sink.workers import auto_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"and counted (default {DEFAULT_MAX_ITEMS})")
     parser.add_argument("--too-many-points", choices=("413", "partial_success"), default="413",
                         help="answer to a metrics request over 15,000 data points (default 413)")
+    parser.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
+                        help="decode worker processes for large trace requests; the store stays in this process "
+                             "(default auto: one per core when there are 2 or more, else 0)")
     parser.add_argument("--report-dropped", action="store_true",
                         help="report spans/logs dropped for their timestamp in partial_success")
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return auto_workers()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,12 +61,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = SinkConfig(profile=args.profile, token=token if args.profile == "dynatrace" else None,
                             max_items=args.max_items, too_many_points=args.too_many_points,
-                            report_dropped_spans=args.report_dropped, report_dropped_logs=args.report_dropped)
+                            report_dropped_spans=args.report_dropped, report_dropped_logs=args.report_dropped,
+                            workers=args.workers)
     except ValueError as exc:
         print(f"otelgate sink: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    app, _state = create_app(config)
+    app, state = create_app(config)
     try:
         sock = bound_socket(args.host, args.port)
     except OSError as exc:
@@ -60,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{args.host}:{port}"
     auth = f"Authorization: Api-Token <value of ${args.token_env}>" if config.is_dynatrace else "no auth"
     print(f"otelgate sink ({config.profile}) on {url}: OTLP endpoint {otlp_endpoint(url, config.profile)} "
-          f"({auth}); query API {url}/api/", flush=True)
-    uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
+          f"({auth}); query API {url}/api/; {config.workers} decode worker(s)", flush=True)
+    try:
+        uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
+    finally:
+        state.preparer.close()
     return 0

@@ -56,6 +56,8 @@ class SinkConfig:
     # whether dropped spans / log records are reported in partial_success (unknown for real Dynatrace)
     report_dropped_spans: bool = False
     report_dropped_logs: bool = False
+    # decode worker processes for large trace bodies (0 = decode in the event loop); see otelgate/sink/workers.py
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -67,6 +69,8 @@ class SinkConfig:
             )
         if self.max_items < 1:
             raise ValueError(f"max_items must be at least 1, got {self.max_items}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.too_many_points not in ("413", "partial_success"):
             raise ValueError(f"too_many_points must be '413' or 'partial_success', got {self.too_many_points!r}")
 

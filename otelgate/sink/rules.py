@@ -190,27 +190,44 @@ def too_many_points(count: int, config: SinkConfig) -> str:
 # ---------------------------------------------------------------------------------------------------- traces
 
 
-def apply_span_rules(spans: list[dict[str, Any]], config: SinkConfig, now_ns: int | None = None) -> Verdict:
-    """Spans whose end time lies outside [now - 60 min, now + 10 min] are not persisted
-    (docs/reference/dynatrace-otlp.md#trace-ingest-rules)."""
+def span_window(config: SinkConfig, now_ns: int | None = None) -> tuple[int, int] | None:
+    """[earliest, latest] end time of a span that is persisted (reference §6); None = no window (otlp profile)."""
     if not config.is_dynatrace:
-        return Verdict(spans)
+        return None
     now_ns = time.time_ns() if now_ns is None else now_ns
-    earliest = now_ns - int(config.span_past_seconds * 1e9)
-    latest = now_ns + int(config.span_future_seconds * 1e9)
+    return now_ns - int(config.span_past_seconds * 1e9), now_ns + int(config.span_future_seconds * 1e9)
+
+
+def dropped_spans_verdict(dropped: int, name: str, trace_id: str, end_unix_nano: int,
+                          config: SinkConfig) -> tuple[list[dict[str, Any]], int, str]:
+    """(rejection records, partial_success count, partial_success message) for spans out of the window."""
+    message = (f"{dropped} span(s) not persisted: span end time out of range (must lie within "
+               f"{config.span_past_seconds / 60:g} min in the past and {config.span_future_seconds / 60:g} min in "
+               f"the future); e.g. span '{name}' trace {trace_id} end_unix_nano {end_unix_nano}")
+    record = rejection("traces", 200, "SPAN_END_TIME_OUT_OF_RANGE", message, dropped)
+    if config.report_dropped_spans:
+        return [record], dropped, message
+    return [record], 0, ""
+
+
+def apply_span_rules(spans: list[dict[str, Any]], config: SinkConfig, now_ns: int | None = None) -> Verdict:
+    """Spans whose end time lies outside [now - 60 min, now + 10 min] are not persisted (reference §6).
+
+    The sink applies the same rule to compact spans (``otelgate/sink/spanstore.py`` ``prepare_spans``); this form
+    works on normalized spans.
+    """
+    window = span_window(config, now_ns)
+    if window is None:
+        return Verdict(spans)
+    earliest, latest = window
     accepted = [s for s in spans if earliest <= s["end_unix_nano"] <= latest]
     dropped = len(spans) - len(accepted)
     if not dropped:
         return Verdict(accepted)
     example = next(s for s in spans if not earliest <= s["end_unix_nano"] <= latest)
-    message = (f"{dropped} span(s) not persisted: span end time out of range (must lie within "
-               f"{config.span_past_seconds / 60:g} min in the past and {config.span_future_seconds / 60:g} min in "
-               f"the future); e.g. span '{example['name']}' trace {example['trace_id']} "
-               f"end_unix_nano {example['end_unix_nano']}")
-    record = rejection("traces", 200, "SPAN_END_TIME_OUT_OF_RANGE", message, dropped)
-    if config.report_dropped_spans:
-        return Verdict(accepted, [record], dropped, message)
-    return Verdict(accepted, [record])
+    records, rejected, message = dropped_spans_verdict(dropped, example["name"], example["trace_id"],
+                                                       example["end_unix_nano"], config)
+    return Verdict(accepted, records, rejected, message)
 
 
 # ------------------------------------------------------------------------------------------------------ logs

@@ -125,6 +125,7 @@ class SinkServer:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self.state.preparer.close()
         self._server = None
         self._thread = None
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from otelgate.otlp import SIGNALS
+from otelgate.sink.spanstore import PreparedSpans, SpanRing, raw_contains_all
 
 DUMP_VERSION = 1
 _STAT_KEYS = ("requests", "accepted_requests", "items", "rejected_items", "bytes", "dropped_for_cap")
@@ -97,17 +98,26 @@ class Store:
     def __init__(self, max_items: int) -> None:
         self.max_items = max_items
         self._lock = threading.Lock()
-        self.spans = IndexedRing(max_items, key=lambda s: s["trace_id"])
+        self.spans = SpanRing(max_items)
         self.metric_points = IndexedRing(max_items, key=lambda p: p["name"])
         self.logs = IndexedRing(max_items, key=lambda r: r.get("linked_trace_id") or r["trace_id"])
-        self._collections = {"traces": self.spans, "metrics": self.metric_points, "logs": self.logs}
+        self._collections = {"metrics": self.metric_points, "logs": self.logs}
         self.rejections: deque[dict[str, Any]] = deque(maxlen=max_items)
         self.rejections_dropped_for_cap = 0
         self.stats = _empty_stats()
 
     # ------------------------------------------------------------------ writes
 
+    def add_spans(self, raw: bytes, received_at: float, prepared: PreparedSpans) -> None:
+        """One accepted traces request, kept compact (see ``otelgate/sink/spanstore.py``)."""
+        with self._lock:
+            evicted = self.spans.add_compact(raw, received_at, prepared)
+            stats = self.stats["traces"]
+            stats["items"] += prepared.count
+            stats["dropped_for_cap"] += evicted
+
     def add(self, signal: str, items: list[dict[str, Any]]) -> None:
+        """Metric points or log records, normalized."""
         with self._lock:
             evicted = self._collections[signal].extend(items)
             stats = self.stats[signal]
@@ -138,6 +148,7 @@ class Store:
         with self._lock:
             for collection in self._collections.values():
                 collection.clear()
+            self.spans.clear()
             self.rejections.clear()
             self.rejections_dropped_for_cap = 0
             self.stats = _empty_stats()
@@ -147,10 +158,10 @@ class Store:
     def find_spans(self, trace_id: str | None = None, service: str | None = None, name: str | None = None,
                    attrs: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            candidates: Iterable[dict[str, Any]] = (
-                self.spans.by_key(trace_id.lower()) if trace_id else list(self.spans))
+            selection = (self.spans.select_trace(trace_id.lower()) if trace_id
+                         else self.spans.select_all(_span_prefilter(service, name, attrs)))
         return [
-            s for s in candidates
+            s for s in self.spans.read(selection)
             if (service is None or s["service_name"] == service)
             and (name is None or s["name"] == name)
             and (not attrs or _matches_attrs(s, attrs))
@@ -158,13 +169,17 @@ class Store:
 
     def trace(self, trace_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            spans = self.spans.by_key(trace_id.lower())
-        return sorted(spans, key=lambda s: (s["start_unix_nano"], s["end_unix_nano"]))
+            selection = self.spans.select_trace(trace_id.lower())
+        return sorted(self.spans.read(selection), key=lambda s: (s["start_unix_nano"], s["end_unix_nano"]))
 
     def trace_summaries(self) -> list[dict[str, Any]]:
         with self._lock:
-            groups = [(trace_id, self.spans.by_key(trace_id)) for trace_id in self.spans.index_keys()]
-        return [_summarize(trace_id, spans) for trace_id, spans in groups]
+            order = self.spans.trace_keys()
+            selection = self.spans.select_all()
+        groups: dict[str, list[dict[str, Any]]] = {key: [] for key in order}
+        for span in self.spans.read(selection):
+            groups.setdefault(span["trace_id"], []).append(span)
+        return [_summarize(trace_id, spans) for trace_id, spans in groups.items() if spans]
 
     def find_metric_points(self, name: str | None = None,
                            attrs: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
@@ -195,16 +210,19 @@ class Store:
 
     def dump(self, profile: str) -> dict[str, Any]:
         with self._lock:
-            return {
+            selection = self.spans.select_all()
+            document = {
                 "otelgate_dump": DUMP_VERSION,
                 "profile": profile,
                 "created_at": time.time(),
-                "spans": list(self.spans),
+                "spans": [],
                 "metric_points": list(self.metric_points),
                 "logs": list(self.logs),
                 "rejections": list(self.rejections),
                 "stats": {signal: dict(values) for signal, values in self.stats.items()},
             }
+        document["spans"] = self.spans.read(selection)  # normalizing is the slow part: outside the lock
+        return document
 
     def load(self, dump: Mapping[str, Any]) -> None:
         """Replace everything with a dump's content (validated first: a bad dump changes nothing)."""
@@ -212,7 +230,8 @@ class Store:
         with self._lock:
             for collection in self._collections.values():
                 collection.clear()
-            self.spans.extend(dump["spans"])
+            self.spans.clear()
+            self.spans.add_dicts(list(dump["spans"]))
             self.metric_points.extend(dump["metric_points"])
             self.logs.extend(dump["logs"])
             self.rejections.clear()
@@ -244,6 +263,32 @@ def validate_dump(dump: Any) -> None:
         for position, item in enumerate(items):
             if not isinstance(item, Mapping) or any(f not in item for f in fields):
                 raise InvalidDump(f"dump[{key!r}][{position}] must be an object with {', '.join(fields)}")
+
+
+def _could_be_non_string(wanted: str) -> bool:
+    """Whether a query value may match a non-string attribute (compared as JSON text, see attribute_matches)."""
+    if wanted[:1] in ("[", "{") or wanted in ("true", "false", "True", "False", "null", "None"):
+        return True
+    try:
+        float(wanted)
+    except ValueError:
+        return False
+    return True
+
+
+def _span_prefilter(service: str | None, name: str | None,
+                    attrs: Mapping[str, str] | None) -> Callable[[bytes], bool] | None:
+    """Bytes a matching span's request must contain: its name, service and string attribute values appear
+    verbatim (UTF-8) in the protobuf encoding. Only a shortcut: every candidate is still checked in full."""
+    texts = [t for t in (service, name) if t]
+    texts += [v for v in (attrs or {}).values() if v and not _could_be_non_string(v)]
+    needles = []
+    for text in texts:
+        try:
+            needles.append(text.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate matches nothing protobuf could carry; filter in full
+            return None
+    return raw_contains_all(needles) if needles else None
 
 
 def _summarize(trace_id: str, spans: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,291 @@
+"""Spans kept as they arrived: one compact block per accepted request, normalized only when a query reads them.
+
+Ingest (:func:`prepare_spans`) decodes the request (so a malformed body is still a 400), applies Dynatrace's span
+rule that decides the answer (end time inside [now - 60 min, now + 10 min]) and records each span's trace id; the
+serialized request itself is what is stored (re-serialized without the dropped spans when some were dropped).
+:func:`prepare_spans` is a pure function of bytes, so it can run in a worker process (see ``otelgate/sink/workers.py``).
+
+:class:`SpanRing` holds the blocks in arrival order with the cap of the old ring (the oldest spans are evicted first,
+counted) and an index trace id -> span references, so a trace is found without a scan. A reference is one unsigned
+64-bit number, ``block number << 24 | position``, in an ``array`` per trace: about 20 bytes per span beside the
+span's own wire bytes, where a normalized span dict cost ~2 KB. Reads normalize the referenced spans on demand
+(``otelgate.otlp.normalize_span``), with a small cache of parsed blocks for repeated polls of recent traces.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+from otelgate.otlp import SpanContext, decode_request, normalize_span, span_blocks, trace_key
+
+_POSITION_BITS = 24  # at most 16.7 M spans per request; an 8 MB body holds far fewer
+_POSITION_MASK = (1 << _POSITION_BITS) - 1
+_ID_WIDTH = 16
+_NO_ID = bytes(_ID_WIDTH)
+# parsed blocks kept for repeated reads (a test polling for a trace): bounded by blocks and by spans
+CACHE_BLOCKS = 8
+CACHE_SPANS = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedSpan:
+    name: str
+    trace_id: str
+    end_unix_nano: int
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSpans:
+    """What ingest keeps of one traces request (picklable: it may come back from a worker process)."""
+
+    raw: bytes | None  # the serialized request to store; None = the body as received
+    count: int  # spans to store
+    # trace id per stored span: 16 bytes each (all zero = none), or the keys themselves when an id is not 16 bytes
+    trace_ids: bytes | tuple[str, ...]
+    dropped: int = 0
+    example: DroppedSpan | None = None  # the first dropped span, for the rejection message
+
+
+def prepare_spans(body: bytes, earliest_ns: int | None, latest_ns: int | None) -> PreparedSpans:
+    """Decode a protobuf traces request and apply the end-time window (None = no window: the otlp profile).
+
+    Raises ``OtlpDecodeError`` for a body that is not an ExportTraceServiceRequest.
+    """
+    request = decode_request("traces", body, "protobuf")
+    ids: list[bytes] = []
+    regular = True
+    dropped, example = 0, None
+    windowed = earliest_ns is not None and latest_ns is not None
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            spans = scope_spans.spans
+            if windowed and any(not earliest_ns <= s.end_time_unix_nano <= latest_ns for s in spans):  # type: ignore[operator]
+                kept = [s for s in spans if earliest_ns <= s.end_time_unix_nano <= latest_ns]  # type: ignore[operator]
+                gone = [s for s in spans if not earliest_ns <= s.end_time_unix_nano <= latest_ns]  # type: ignore[operator]
+                if example is None:
+                    first = gone[0]
+                    example = DroppedSpan(first.name, trace_key(first.trace_id), first.end_time_unix_nano)
+                dropped += len(gone)
+                copies = [type(s)() for s in kept]
+                for copy, span in zip(copies, kept, strict=True):
+                    copy.CopyFrom(span)
+                del spans[:]
+                spans.extend(copies)
+            for span in spans:
+                trace_id = span.trace_id
+                if len(trace_id) != _ID_WIDTH:
+                    regular = False
+                ids.append(trace_id)
+    trace_ids: bytes | tuple[str, ...] = (
+        b"".join(ids) if regular else tuple(trace_key(trace_id) for trace_id in ids))
+    raw = request.SerializeToString() if dropped else None
+    return PreparedSpans(raw, len(ids), trace_ids, dropped, example)
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+
+
+class CompactBlock:
+    """One accepted request's spans as wire bytes; ``start`` = how many of its oldest spans were evicted."""
+
+    __slots__ = ("count", "number", "raw", "received_at", "start", "trace_ids")
+
+    def __init__(self, number: int, raw: bytes, received_at: float, trace_ids: bytes | tuple[str, ...],
+                 count: int) -> None:
+        self.number = number
+        self.raw = raw
+        self.received_at = received_at
+        self.trace_ids = trace_ids
+        self.count = count
+        self.start = 0
+
+    def key(self, position: int) -> str:
+        if isinstance(self.trace_ids, tuple):
+            return self.trace_ids[position]
+        raw = self.trace_ids[position * _ID_WIDTH:(position + 1) * _ID_WIDTH]
+        return "" if raw == _NO_ID else raw.hex()
+
+    def parse(self) -> list[tuple[Any, SpanContext]]:
+        request = trace_service_pb2.ExportTraceServiceRequest()
+        request.ParseFromString(self.raw)
+        return [(span, context) for context, spans in span_blocks(request) for span in spans]
+
+
+class DictBlock:
+    """Spans that arrived already normalized (``POST /api/load``)."""
+
+    __slots__ = ("count", "items", "number", "start")
+
+    def __init__(self, number: int, items: list[dict[str, Any]]) -> None:
+        self.number = number
+        self.items = items
+        self.count = len(items)
+        self.start = 0
+
+    def key(self, position: int) -> str:
+        return str(self.items[position]["trace_id"])
+
+
+Block = CompactBlock | DictBlock
+
+
+class _ParsedCache:
+    """Recently parsed compact blocks (LRU), bounded by block count and by span count; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[int, list[tuple[Any, SpanContext]]] = OrderedDict()
+        self._spans = 0
+
+    def get(self, block: CompactBlock) -> list[tuple[Any, SpanContext]]:
+        with self._lock:
+            entry = self._entries.get(block.number)
+            if entry is not None:
+                self._entries.move_to_end(block.number)
+                return entry
+        entry = block.parse()
+        if len(entry) > CACHE_SPANS:
+            return entry
+        with self._lock:
+            if block.number not in self._entries:
+                self._entries[block.number] = entry
+                self._spans += len(entry)
+            while len(self._entries) > CACHE_BLOCKS or self._spans > CACHE_SPANS:
+                _number, old = self._entries.popitem(last=False)
+                self._spans -= len(old)
+        return entry
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._spans = 0
+
+
+def materialize(block: Block, positions: Sequence[int], cache: _ParsedCache) -> list[dict[str, Any]]:
+    if isinstance(block, DictBlock):
+        return [block.items[p] for p in positions]
+    parsed = cache.get(block)
+    received_at = block.received_at
+    return [normalize_span(parsed[p][0], parsed[p][1], received_at) for p in positions]
+
+
+# ------------------------------------------------------------------------------------------------ the ring
+
+
+Selection = list[tuple[Block, list[int]]]  # blocks and the positions to read from each, in arrival order
+
+
+class SpanRing:
+    """Spans in arrival order, at most ``cap``, indexed by trace id. Not thread-safe: the Store locks around it.
+
+    Reads come in two steps so the Store can release its lock before normalizing: ``select_*`` picks the spans
+    (under the lock; blocks never change after they are added, only ``start`` grows), :meth:`read` normalizes them.
+    """
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._blocks: dict[int, Block] = {}
+        self._oldest = 0  # number of the oldest live block
+        self._next = 0
+        self._size = 0
+        self._index: dict[str, array[int]] = {}
+        self._cache = _ParsedCache()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add_compact(self, raw: bytes, received_at: float, prepared: PreparedSpans) -> int:
+        """Store a prepared request; returns how many spans the cap evicted."""
+        if not prepared.count:
+            return 0
+        block = CompactBlock(self._next, prepared.raw or raw, received_at, prepared.trace_ids, prepared.count)
+        return self._add(block)
+
+    def add_dicts(self, items: list[dict[str, Any]]) -> int:
+        return self._add(DictBlock(self._next, items)) if items else 0
+
+    def _add(self, block: Block) -> int:
+        self._next += 1
+        self._blocks[block.number] = block
+        base = block.number << _POSITION_BITS
+        index = self._index
+        groups: dict[str, list[int]] = {}
+        for position in range(block.count):
+            groups.setdefault(block.key(position), []).append(base | position)
+        for key, refs in groups.items():
+            bucket = index.get(key)
+            if bucket is None:
+                index[key] = array("Q", refs)
+            else:
+                bucket.extend(refs)
+        self._size += block.count
+        return self._evict(self._size - self.cap) if self._size > self.cap else 0
+
+    def _evict(self, excess: int) -> int:
+        """Evict the ``excess`` oldest spans (references leave each trace's bucket oldest first)."""
+        evicted: dict[str, int] = {}
+        remaining = excess
+        while remaining:
+            block = self._blocks[self._oldest]
+            take = min(remaining, block.count - block.start)
+            for position in range(block.start, block.start + take):
+                key = block.key(position)
+                evicted[key] = evicted.get(key, 0) + 1
+            block.start += take
+            remaining -= take
+            if block.start == block.count:
+                del self._blocks[self._oldest]
+                self._oldest += 1
+        for key, count in evicted.items():
+            bucket = self._index[key]
+            if count >= len(bucket):
+                del self._index[key]
+            else:
+                del bucket[:count]
+        self._size -= excess
+        return excess
+
+    def clear(self) -> None:
+        self._blocks.clear()
+        self._index.clear()
+        self._oldest = self._next
+        self._size = 0
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ reads
+
+    def select_trace(self, key: str) -> Selection:
+        selection: dict[int, list[int]] = {}
+        for ref in self._index.get(key, ()):
+            selection.setdefault(ref >> _POSITION_BITS, []).append(ref & _POSITION_MASK)
+        return [(self._blocks[number], positions) for number, positions in selection.items()]
+
+    def select_all(self, raw_filter: Callable[[bytes], bool] | None = None) -> Selection:
+        """Every live span; ``raw_filter`` may skip a compact block by its bytes (a necessary condition only)."""
+        return [(block, list(range(block.start, block.count))) for block in self._blocks.values()
+                if raw_filter is None or not isinstance(block, CompactBlock) or raw_filter(block.raw)]
+
+    def trace_keys(self) -> list[str]:
+        return list(self._index)
+
+    def read(self, selection: Selection) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for block, positions in selection:
+            out.extend(materialize(block, positions, self._cache))
+        return out
+
+    def stored_bytes(self) -> int:
+        """Wire bytes held by compact blocks (for the memory figures)."""
+        return sum(len(b.raw) for b in self._blocks.values() if isinstance(b, CompactBlock))
+
+
+def raw_contains_all(needles: Iterable[bytes]) -> Callable[[bytes], bool]:
+    wanted = [n for n in needles if n]
+    return lambda raw: all(n in raw for n in wanted)

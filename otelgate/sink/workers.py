@@ -1,0 +1,68 @@
+"""Decode workers: more than one core for trace ingest, one store.
+
+The sink stays one process that owns the store, so every query sees one consistent state. What costs CPU at ingest
+is decoding the protobuf body and walking its spans (``spanstore.prepare_spans``, a pure function of the bytes);
+with ``workers > 0`` large trace bodies go to a pool of worker processes for that step, while the event loop keeps
+serving HTTP and the main process only applies the result to the store (an index update per trace). The answer
+and the store are identical either way (tested). Small bodies stay inline: shipping them costs more than decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from otelgate.sink.spanstore import PreparedSpans, prepare_spans
+
+log = logging.getLogger("otelgate.sink")
+
+# below this many body bytes a request is decoded inline (a 64-span request is ~ 10-25 KB)
+INLINE_BELOW = 32 * 1024
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers() -> int:
+    """One decode worker per core, none on a single core (there the event loop would only compete with them)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 2 else min(cores, MAX_AUTO_WORKERS)
+
+
+class SpanPreparer:
+    """Runs :func:`prepare_spans` inline or in ``workers`` processes (started on first use, stopped by close)."""
+
+    def __init__(self, workers: int, inline_below: int = INLINE_BELOW) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
+        self.workers = workers
+        self.inline_below = inline_below
+        self._pool: ProcessPoolExecutor | None = None
+        self.offloaded = 0  # requests prepared by a worker (for /healthz and tests)
+
+    async def prepare(self, body: bytes, window: tuple[int, int] | None) -> PreparedSpans:
+        earliest, latest = window if window is not None else (None, None)
+        if not self.workers or len(body) < self.inline_below:
+            return prepare_spans(body, earliest, latest)
+        pool = self._ensure_pool()
+        try:
+            prepared = await asyncio.get_running_loop().run_in_executor(pool, prepare_spans, body, earliest, latest)
+        except BrokenProcessPool:
+            log.warning("a decode worker died; decoding inline from now on")
+            self.workers = 0
+            return prepare_spans(body, earliest, latest)
+        self.offloaded += 1
+        return prepared
+
+    def _ensure_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: the sink may run in a thread of a process with other threads (tests, SinkServer)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
