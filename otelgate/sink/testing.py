@@ -153,6 +153,47 @@ def logs_request(records: Sequence[logs_pb2.LogRecord], service: str | None = "t
     )])
 
 
+def kong_like_batch(size: int, end_ns: int | None = None) -> bytes:
+    """``size`` spans shaped like Kong 3.9's opentelemetry plugin output: per request a ``kong`` root with the
+    plugin's HTTP attributes and a few phase spans, 8 spans per trace, resource ``service.name=kong``."""
+    spans = []
+    now = time.time_ns() if end_ns is None else end_ns
+    trace_id, root = new_trace_id(), b""
+    for i in range(size):
+        phase = i % 8
+        if phase == 0:
+            trace_id, root = new_trace_id(), new_span_id()
+            current = span("kong", trace_id=trace_id, span_id=root, end_ns=now, duration_ns=4_000_000, attributes={
+                "http.method": "GET", "http.url": f"http://kong.demo:8000/coupon/{i}", "http.host": "kong.demo",
+                "http.scheme": "http", "http.flavor": "1.1", "http.client_ip": "10.244.0.17",
+                "net.peer.ip": "10.244.0.17", "kong.request.id": os.urandom(16).hex(),
+                "http.status_code": 200, "http.route": "/coupon"})
+        else:
+            name, attributes = _PHASES[phase]
+            current = span(name, trace_id=trace_id, parent=root, end_ns=now, duration_ns=200_000,
+                           attributes=attributes)
+        spans.append(current)
+    request = traces_request(spans, service="kong", **{"service.instance.id": "7b8cbd0e-9f1c-4f3e-a6b1-1f0c2d3e4f50",
+                                                       "service.version": "3.9.1"})
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            scope_spans.scope.name, scope_spans.scope.version = "kong-internal", "0.1.0"
+    return bytes(request.SerializeToString())
+
+
+_PHASES: dict[int, tuple[str, dict[str, Any]]] = {
+    1: ("kong.router", {}),
+    2: ("kong.access.plugin.opentelemetry", {}),
+    3: ("kong.access.plugin.prometheus", {}),
+    4: ("kong.dns", {"dns.record.domain": "coupon.demo.svc", "dns.record.port": 8080.0,
+                     "dns.record.ip": "10.96.12.7"}),
+    5: ("kong.balancer", {"try_count": 1.0, "net.peer.ip": "10.96.12.7", "net.peer.port": 8080.0,
+                          "http.status_code": 200, "net.peer.name": "coupon.demo.svc"}),
+    6: ("kong.header_filter.plugin.opentelemetry", {}),
+    7: ("kong.body_filter.plugin.prometheus", {}),
+}
+
+
 def post_otlp(url: str, body: bytes | Any, token: str | None = None, *, content_type: str = "application/x-protobuf",
               compress: bool = False, headers: Mapping[str, str] | None = None, timeout: float = 10.0,
               client: httpx.Client | None = None) -> httpx.Response:
