@@ -152,3 +152,11 @@ def test_lint_names_the_refused_global_with_kongs_message(tmp_path: Any) -> None
     assert "custom_fields_by_lua.trace_id uses setmetatable (line 2)" in sandbox_findings[0]
     assert "attempt to call global 'setmetatable' (a nil value)" in sandbox_findings[0]
     assert not [f for f in lint_manifests(paths.manifests_dir()) if "custom_fields_by_lua" in f.message]
+
+
+def test_ngx_null_is_refused_at_load_not_faked_as_nil() -> None:
+    # in Kong ngx.null is a lightuserdata distinct from nil; a nil stand-in would make `x == ngx.null` true for nil
+    from otelgate.kongsim.tcplog import LuaCompileError
+
+    with pytest.raises(LuaCompileError, match=r"line 1: ngx\.null"):
+        LuaCustomFields({"f": "local t = kong.log.serialize().trace_id return t ~= ngx.null and t or nil"})

@@ -50,7 +50,7 @@ PASSED_ENV = ("kong", "ngx")  # tcp-log's sandbox_opts.env (kong/plugins/tcp-log
 # what a snippet sees as globals in Kong: the whitelist, _G (the environment itself), options.env, then `require`
 VISIBLE_GLOBALS = frozenset((*SAFE_GLOBALS, *SAFE_FIELDS, "_G", *PASSED_ENV, "require"))
 # the PDK the simulator gives snippets; anything else under kong./ngx. is refused at load (not simulated)
-SIMULATED_PDK = ("kong.log.serialize", "kong.request.get_header", "kong.ctx.shared", "ngx.ctx", "ngx.null")
+SIMULATED_PDK = ("kong.log.serialize", "kong.request.get_header", "kong.ctx.shared", "ngx.ctx")
 
 
 def _lua_list(items: Iterable[str]) -> str:
