@@ -16,16 +16,17 @@ from typing import Any
 import yaml
 
 from otelgate import paths, topology
+from otelgate.cluster_topology import TOPOLOGY
 from otelgate.procs import free_port
 
 RESOURCE_FILE = "otel/collector.yaml"  # in the manifests folder
 LOOPBACK = "127.0.0.1"
 
 # What Kubernetes pod discovery attaches to Kong's pod (Kong Helm chart: label app.kubernetes.io/name=kong, status
-# listener on container port 8100 named "status", namespace kong). The static target carries these labels so the
-# cluster's relabel rules run unchanged locally; Prometheus drops every __meta_* label after relabelling.
+# listener on container port 8100 named "status", Kong's namespace on the cluster). The static target carries these
+# labels so the cluster's relabel rules run unchanged locally; Prometheus drops every __meta_* label after relabelling.
 KONG_POD_METADATA: dict[str, str] = {
-    "__meta_kubernetes_namespace": "kong",
+    "__meta_kubernetes_namespace": TOPOLOGY.kong_namespace,
     "__meta_kubernetes_pod_name": "kong-local",
     "__meta_kubernetes_pod_label_app_kubernetes_io_name": "kong",
     "__meta_kubernetes_pod_container_name": "proxy",
