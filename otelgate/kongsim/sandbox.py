@@ -46,6 +46,12 @@ SAFE_FIELDS: dict[str, tuple[str, ...]] = {
                "upper"),
     "table": ("concat", "insert", "maxn", "remove", "sort"),
 }
+# the sandbox lets coroutine.* through, but OpenResty's coroutine API (all but `running`) raises in the log phase,
+# where tcp-log runs its snippets (openresty/lua-nginx-module@v0.10.26 src/ngx_http_lua_coroutine.c, the injected
+# coroutine_api wrapper, and src/ngx_http_lua_util.h:35-42,55,74: the log phase is not yieldable; OpenResty
+# 1.25.3.2 per Kong/kong@3.9.1 .requirements)
+LOG_PHASE_DISABLED = ("create", "resume", "status", "wrap", "yield")
+LOG_PHASE_MESSAGE = "API disabled in the context of log_by_lua*"
 PASSED_ENV = ("kong", "ngx")  # tcp-log's sandbox_opts.env (kong/plugins/tcp-log/handler.lua:11)
 # what a snippet sees as globals in Kong: the whitelist, _G (the environment itself), options.env, then `require`
 VISIBLE_GLOBALS = frozenset((*SAFE_GLOBALS, *SAFE_FIELDS, "_G", *PASSED_ENV, "require"))
@@ -59,6 +65,8 @@ def _lua_list(items: Iterable[str]) -> str:
 
 _RUNTIME_LUA = (
     "local SAFE_GLOBALS = " + _lua_list(SAFE_GLOBALS) + "\n"
+    "local LOG_PHASE_DISABLED = " + _lua_list(LOG_PHASE_DISABLED) + "\n"
+    f'local LOG_PHASE_MESSAGE = "{LOG_PHASE_MESSAGE}"\n'
     "local SAFE_FIELDS = {" + ", ".join(f"{m} = {_lua_list(f)}" for m, f in SAFE_FIELDS.items()) + "}\n"
     r"""
 local G = _G
@@ -67,6 +75,12 @@ for _, name in ipairs(SAFE_GLOBALS) do base[name] = G[name] end
 for module, fields in pairs(SAFE_FIELDS) do
   local allowed = {}
   for _, f in ipairs(fields) do allowed[f] = G[module][f] end
+  if module == "coroutine" then
+    -- ngx_lua's coroutine API refuses to run outside yieldable phases; tcp-log runs in the log phase
+    for _, f in ipairs(LOG_PHASE_DISABLED) do
+      allowed[f] = function() error(LOG_PHASE_MESSAGE, 0) end
+    end
+  end
   base[module] = setmetatable({}, {
     __index = allowed,
     __newindex = function(_, key, _)
@@ -282,7 +296,9 @@ def refused_globals(snippet: str) -> list[RefusedGlobal]:
             elif item.name not in VISIBLE_GLOBALS and item.name not in assigned:
                 out.append(RefusedGlobal(item.name, item.line, _nil_message("global", item.name, item.use)))
         elif item.kind in ("field", "set_field") and "." not in rest:
-            if root in SAFE_FIELDS:
+            if root == "coroutine" and rest in LOG_PHASE_DISABLED and item.kind == "field":
+                out.append(RefusedGlobal(item.name, item.line, LOG_PHASE_MESSAGE))
+            elif root in SAFE_FIELDS:
                 if item.kind == "set_field":
                     out.append(RefusedGlobal(item.name, item.line,
                                              f"Can not modify {item.name}. Protected by the sandbox."))
