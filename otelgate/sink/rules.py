@@ -191,7 +191,8 @@ def too_many_points(count: int, config: SinkConfig) -> str:
 
 
 def span_window(config: SinkConfig, now_ns: int | None = None) -> tuple[int, int] | None:
-    """[earliest, latest] end time of a span that is persisted (reference §6); None = no window (otlp profile)."""
+    """[earliest, latest] end time of a span that is persisted (dynatrace-otlp.md#trace-ingest-rules); None = no
+    window (otlp profile)."""
     if not config.is_dynatrace:
         return None
     now_ns = time.time_ns() if now_ns is None else now_ns
@@ -211,7 +212,8 @@ def dropped_spans_verdict(dropped: int, name: str, trace_id: str, end_unix_nano:
 
 
 def apply_span_rules(spans: list[dict[str, Any]], config: SinkConfig, now_ns: int | None = None) -> Verdict:
-    """Spans whose end time lies outside [now - 60 min, now + 10 min] are not persisted (reference §6).
+    """Spans whose end time lies outside [now - 60 min, now + 10 min] are not persisted
+    (docs/reference/dynatrace-otlp.md#trace-ingest-rules).
 
     The sink applies the same rule to compact spans (``otelgate/sink/spanstore.py`` ``prepare_spans``); this form
     works on normalized spans.
