@@ -13,6 +13,7 @@ State keys (``state.json`` beside the executables):
 - ``break_forwards_on_helm``: ``helm upgrade`` marks every running port-forward broken (the process keeps running,
   its tunnel answers nothing: the pod behind it is gone).
 - ``kind_clusters``: names ``kind get clusters`` prints; ``kind create cluster`` adds the config's name.
+- ``forbid_cluster_secrets``: listing Secrets in all namespaces is forbidden (a user with namespace-scoped rights).
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ if a[:2] == ["get", "namespace"]:
     if labels is not None:
         print(json.dumps({"metadata": {"name": a[2], "labels": labels}}))
     sys.exit(0)
+if a[:2] == ["get", "secrets"] and "--all-namespaces" in a and state.get("forbid_cluster_secrets"):
+    print('Error from server (Forbidden): secrets is forbidden: User "dev" cannot list resource "secrets" in API '
+          'group "" at the cluster scope', file=sys.stderr)
+    sys.exit(1)
 if a[:2] == ["get", "secrets"]:
     selector = dict(kv.split("=", 1) for kv in (value(a, "-l") or "").split(","))
     items = [{"metadata": {"name": f"sh.helm.release.v1.{s['name']}.v1", "namespace": s["namespace"],

@@ -227,10 +227,20 @@ def test_refuses_a_namespace_or_release_of_the_same_name_without_the_label(fakes
         "namespaces": {"otelgate-kong": {}, "otelgate-demo": OWNED},
         "helm_secrets": [{"name": "otelgate-kong", "namespace": "team-a", "labels": {}},
                          {"name": "otelgate-operator", "namespace": "otelgate-operator", "labels": OWNED}]}))
-    problems = ownership_problems(Runner(), TOPOLOGY.namespaces, [r.name for r in TOPOLOGY.releases])
+    problems = ownership_problems(Runner(), TOPOLOGY.namespaces, [(r.name, r.namespace) for r in TOPOLOGY.releases])
     assert len(problems) == 2, problems
     assert problems[0].startswith("namespace otelgate-kong exists and is not otelgate's")
     assert problems[1].startswith("Helm release otelgate-kong exists in namespace team-a and is not otelgate's")
+
+
+def test_release_check_falls_back_to_the_release_namespace_without_cluster_wide_rights(fakes: FakeTools) -> None:
+    fakes.state_path.write_text(json.dumps({
+        "forbid_cluster_secrets": True,
+        "helm_secrets": [{"name": "otelgate-kong", "namespace": "otelgate-kong", "labels": {}}]}))
+    problems = ownership_problems(Runner(), [], [("otelgate-kong", "otelgate-kong")])
+    assert problems and problems[0].startswith("Helm release otelgate-kong exists in namespace otelgate-kong")
+    lookups = [argv for argv in fakes.argvs("kubectl") if argv[:2] == ["get", "secrets"]]
+    assert "--all-namespaces" in lookups[0] and lookups[1][2:4] == ["-n", "otelgate-kong"]
 
 
 def test_external_bring_up_stops_before_installing_over_a_foreign_release(fakes: FakeTools, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ ownership label; it refuses to touch a same-named namespace or release without i
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -85,8 +86,8 @@ class ExternalStack(KindStack):
         return graph
 
     def _deploy_addon(self, addon: ka.Addon, ctx: ka.Context) -> None:
+        self._installed.append(addon)  # before deploying: a half-installed addon is removed too (ownership-gated)
         super()._deploy_addon(addon, ctx)
-        self._installed.append(addon)
 
     def _already_ready(self, addon: ka.Addon, ctx: ka.Context) -> bool:
         return False  # re-applying is idempotent (kubectl apply, helm upgrade); --keep-cluster only skips removal
@@ -196,7 +197,7 @@ class ExternalStackModule:
     def up(self, options: StackOptions, status_interval: float) -> int:
         missing = self.check_prerequisites(options)
         if missing:
-            print("\n".join(f"missing: {line}" for line in missing), flush=True)
+            print("\n".join(f"missing: {line}" for line in missing), file=sys.stderr, flush=True)
             return 1
         return run_up(lambda: self.start(options), status_interval)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -191,7 +192,7 @@ class KindStack:
 
     def _check_ownership(self, graph: Sequence[ka.Addon]) -> None:
         namespaces = [ns for addon in graph for ns in addon.namespaces(TOPOLOGY)]
-        releases = [addon.release.name for addon in graph if addon.release is not None]
+        releases = [(addon.release.name, addon.release.namespace) for addon in graph if addon.release is not None]
         problems = ownership_problems(self.runner, namespaces, releases)
         if problems:
             raise StackStartError("refusing to install over what otelgate does not own:\n  " + "\n  ".join(problems)
@@ -482,10 +483,11 @@ def run_up(start: Callable[[], KindStack], status_interval: float) -> int:
     try:
         stack = start()
     except KeyboardInterrupt:
-        print("interrupted during bring-up; what was started was removed (unless --keep-cluster)", flush=True)
+        print("interrupted during bring-up; what was started was removed (unless --keep-cluster)", file=sys.stderr,
+              flush=True)
         return 130
     except StackStartError as exc:
-        print(f"error: {exc}", flush=True)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
         print_urls(stack.urls())
@@ -517,7 +519,7 @@ class KindStackModule:
     def up(self, options: StackOptions, status_interval: float) -> int:
         missing = self.check_prerequisites(options)
         if missing:
-            print("\n".join(f"missing: {line}" for line in missing), flush=True)
+            print("\n".join(f"missing: {line}" for line in missing), file=sys.stderr, flush=True)
             return 1
         return run_up(lambda: self.start(options), status_interval)
 

@@ -192,10 +192,12 @@ class PortForward:
 # --- ownership on a shared cluster ------------------------------------------------------------------------------------
 
 
-def ownership_problems(runner: Runner, namespaces: Iterable[str], releases: Iterable[str]) -> list[str]:
+def ownership_problems(runner: Runner, namespaces: Iterable[str],
+                       releases: Iterable[tuple[str, str]]) -> list[str]:
     """Namespaces and Helm releases of otelgate's names that exist WITHOUT its ownership label (someone else's), one
     line each. Helm 4 stores a release as Secrets labelled ``owner=helm,name=<release>``, plus the labels given with
-    ``--labels`` (helm/helm@v4.2.4 pkg/storage/driver/secrets.go:173, pkg/cmd/upgrade.go:299)."""
+    ``--labels`` (helm/helm@v4.2.4 pkg/storage/driver/secrets.go:173, pkg/cmd/upgrade.go:299). ``releases`` are
+    (name, namespace otelgate would install it in)."""
     problems = []
     for namespace in namespaces:
         result = runner.run(["kubectl", "get", "namespace", namespace, "--ignore-not-found", "-o", "json"],
@@ -206,9 +208,8 @@ def ownership_problems(runner: Runner, namespaces: Iterable[str], releases: Iter
         if labels.get(OWNER_LABEL_KEY) != OWNER_LABEL_VALUE:
             problems.append(f"namespace {namespace} exists and is not otelgate's (no label {OWNER_LABEL}); "
                             f"otelgate will not install into or delete it")
-    for release in releases:  # in any namespace: Helm release names are what a person recognises
-        stored = runner.json(["kubectl", "get", "secrets", "--all-namespaces", "-l", f"owner=helm,name={release}"])
-        for item in stored.get("items") or []:
+    for release, namespace in releases:
+        for item in _release_records(runner, release, namespace):
             meta = item.get("metadata") or {}
             if (meta.get("labels") or {}).get(OWNER_LABEL_KEY) != OWNER_LABEL_VALUE:
                 problems.append(f"Helm release {release} exists in namespace {meta.get('namespace')} and is not "
@@ -216,6 +217,17 @@ def ownership_problems(runner: Runner, namespaces: Iterable[str], releases: Iter
                                 f"upgrade or uninstall it")
                 break
     return problems
+
+
+def _release_records(runner: Runner, release: str, namespace: str) -> list[dict[str, Any]]:
+    """Helm's records of ``release`` in every namespace (a same-named release elsewhere is someone else's too), or
+    in ``namespace`` alone when the user may not list Secrets cluster-wide."""
+    selector = f"owner=helm,name={release}"
+    try:
+        found = runner.json(["kubectl", "get", "secrets", "--all-namespaces", "-l", selector])
+    except CommandFailed:
+        found = runner.json(["kubectl", "get", "secrets", "-n", namespace, "-l", selector])
+    return list(found.get("items") or [])
 
 
 def owned(runner: Runner, kind: str, name: str, namespace: str | None = None) -> bool:
