@@ -125,7 +125,6 @@ class LocustRun:
     folder: Path
     stats: list[dict[str, Any]]
     client: ClientLog
-    wall_seconds: float
 
     @property
     def requests(self) -> int:
@@ -216,5 +215,4 @@ def run_locust(spec: LoadSpec, folder: Path, on_progress: Callable[[float, LoadS
     except (OSError, ValueError) as exc:
         raise SweepError(f"locust wrote no readable stats ({stats_path}: {exc}); log tail:\n{master.log_tail()}"
                          ) from None
-    return LocustRun(folder=folder, stats=list(stats), client=read_request_logs(folder / "requests"),
-                     wall_seconds=time.monotonic() - started)
+    return LocustRun(folder=folder, stats=list(stats), client=read_request_logs(folder / "requests"))

@@ -262,13 +262,11 @@ def test_short_sweep_on_the_stack(stack: object, tmp_path: Path) -> None:
 def test_join_of_client_ids_with_kong_roots() -> None:
     client = locustrun.ClientLog(request_ids=["a", "b", "c", ""], statuses=[200, 200, 500, 0],
                           latencies_ms=[1.0, 2.0, 3.0, 10_000.0], ok=[True, True, False, False])
-    run = locustrun.LocustRun(folder=Path("."), stats=[{"num_requests": 4, "num_failures": 2}], client=client,
-                       wall_seconds=1.0)
+    run = locustrun.LocustRun(folder=Path("."), stats=[{"num_requests": 4, "num_failures": 2}], client=client)
     answered = [rid for rid in client.request_ids if rid]
     # a and c traced, "x" is a root the client never saw
     assert sw.join_client_and_sink(run, answered, ["a", "c", "x"]) == (3, 2, 1, "")
-    remote = locustrun.LocustRun(folder=Path("."), stats=[{"num_requests": 10, "num_failures": 0}], client=client,
-                          wall_seconds=1.0)
+    remote = locustrun.LocustRun(folder=Path("."), stats=[{"num_requests": 10, "num_failures": 0}], client=client)
     denominator, traced, foreign, note = sw.join_client_and_sink(remote, answered, ["a", "c", "x"])
     assert (denominator, traced, foreign) == (10, 3, 0) and "remote workers" in note
 
