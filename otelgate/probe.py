@@ -7,18 +7,18 @@ stack that does not publish the collector's URLs (see :func:`collector_url`) yie
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
+from otelgate import promtext
 from otelgate.expect.errors import Rejection
 from otelgate.stacks.base import Stack
 
 HEALTH_URL_KEY = "collector health"
 TELEMETRY_URL_KEY = "collector own metrics"
-SEND_FAILED = re.compile(r'^(otelcol_exporter_send_failed_[a-z_]+?)(?:_total)?\{([^}]*)\}\s+([0-9.eE+-]+)\s*$')
+SEND_FAILED_PREFIX = "otelcol_exporter_send_failed_"
 
 
 def collector_url(stack: Stack, key: str) -> str | None:
@@ -58,12 +58,15 @@ def exporter_send_failures(stack: Stack, exporter: str = "otlp_http/dynatrace",
         text = httpx.get(url, timeout=timeout).text
     except httpx.HTTPError:
         return None
+    try:
+        samples = promtext.samples(text)
+    except ValueError:
+        return None
     failures: dict[str, float] = {}
-    for line in text.splitlines():
-        match = SEND_FAILED.match(line)
-        if match and f'exporter="{exporter}"' in match.group(2):
-            name = match.group(1).removeprefix("otelcol_exporter_send_failed_")
-            failures[name] = failures.get(name, 0.0) + float(match.group(3))
+    for sample in samples:
+        if sample.name.startswith(SEND_FAILED_PREFIX) and sample.labels.get("exporter") == exporter:
+            name = sample.name.removeprefix(SEND_FAILED_PREFIX).removesuffix("_total")
+            failures[name] = failures.get(name, 0.0) + float(sample.value)
     return failures
 
 
