@@ -8,7 +8,9 @@ from prometheus_client.samples import Sample
 
 
 def samples(text: str) -> list[Sample]:
-    """Every sample (name, labels, value) of an exposition; ``ValueError`` says what could not be parsed."""
+    """Every sample (name, labels in line order, value) of an exposition; ``ValueError`` says what could not be
+    parsed. The parser names a counter's samples ``<family>_total`` even where the text has no suffix (Kong's
+    ``kong_bandwidth_bytes``): match names without ``_total``, as :func:`totals` does."""
     try:
         return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
     except (ValueError, TypeError, IndexError) as exc:  # the parser's errors on malformed lines

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from kongsim_fakes import running_stack
 
+from otelgate import promtext
 from otelgate.kongsim.prometheus import KONG_LATENCY_BUCKETS, UPSTREAM_LATENCY_BUCKETS, NodeStats, Registry
 from otelgate.waiting import poll_until
 
@@ -67,6 +68,9 @@ def test_exposition_for_a_known_request_mix() -> None:
                               what="the request mix in /metrics", timeout=5, interval=0.05)
     assert response.headers["content-type"] == "text/plain; charset=UTF-8"
     meta, series = parse(response.text)
+    # Prometheus' own parser reads it too (this test's parser stays literal: prometheus_client renames a counter's
+    # samples to <name>_total, and the exact names and label order are what is checked here)
+    assert len(promtext.samples(response.text)) == len(series)
 
     # HELP then TYPE, once per family, before its first series; families sorted alphabetically
     helps = {family: text for kind, family, text in meta if kind == "HELP"}
