@@ -6,16 +6,15 @@ serialized request itself is what is stored (re-serialized without the dropped s
 :func:`prepare_spans` is a pure function of bytes, so it can run in a worker process (see ``otelgate/sink/workers.py``).
 
 :class:`SpanRing` holds the blocks in arrival order with the cap of the old ring (the oldest spans are evicted first,
-counted) and an index trace id -> span references, so a trace is found without a scan. A reference is one unsigned
-64-bit number, ``block number << 24 | position``, in an ``array`` per trace: about 20 bytes per span beside the
-span's own wire bytes, where a normalized span dict cost ~2 KB. Reads normalize the referenced spans on demand
-(``otelgate.otlp.normalize_span``), with a small cache of parsed blocks for repeated polls of recent traces.
+counted) and an index trace id -> numbers of the blocks holding its spans, so a trace is found without a scan. Per
+span the store keeps its wire bytes plus a 16-byte trace id column; per trace and request, one index entry. A
+normalized span dict cost ~2 KB; a Kong-like span costs ~0.2 KB this way. Reads normalize the selected spans on
+demand (``otelgate.otlp.normalize_span``), with a small cache of parsed blocks for repeated polls of recent traces.
 """
 
 from __future__ import annotations
 
 import threading
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from otelgate.otlp import SpanContext, decode_request, normalize_span, span_blocks, trace_key
 
-_POSITION_BITS = 24  # at most 16.7 M spans per request; an 8 MB body holds far fewer
-_POSITION_MASK = (1 << _POSITION_BITS) - 1
 _ID_WIDTH = 16
 _NO_ID = bytes(_ID_WIDTH)
 # parsed blocks kept for repeated reads (a test polling for a trace): bounded by blocks and by spans
@@ -49,6 +46,7 @@ class PreparedSpans:
     count: int  # spans to store
     # trace id per stored span: 16 bytes each (all zero = none), or the keys themselves when an id is not 16 bytes
     trace_ids: bytes | tuple[str, ...]
+    keys: tuple[str, ...]  # the distinct trace keys, in order of first appearance
     dropped: int = 0
     example: DroppedSpan | None = None  # the first dropped span, for the rejection message
 
@@ -60,33 +58,43 @@ def prepare_spans(body: bytes, earliest_ns: int | None, latest_ns: int | None) -
     """
     request = decode_request("traces", body, "protobuf")
     ids: list[bytes] = []
-    regular = True
     dropped, example = 0, None
-    windowed = earliest_ns is not None and latest_ns is not None
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             spans = scope_spans.spans
-            if windowed and any(not earliest_ns <= s.end_time_unix_nano <= latest_ns for s in spans):  # type: ignore[operator]
-                kept = [s for s in spans if earliest_ns <= s.end_time_unix_nano <= latest_ns]  # type: ignore[operator]
-                gone = [s for s in spans if not earliest_ns <= s.end_time_unix_nano <= latest_ns]  # type: ignore[operator]
-                if example is None:
-                    first = gone[0]
-                    example = DroppedSpan(first.name, trace_key(first.trace_id), first.end_time_unix_nano)
-                dropped += len(gone)
-                copies = [type(s)() for s in kept]
-                for copy, span in zip(copies, kept, strict=True):
-                    copy.CopyFrom(span)
-                del spans[:]
-                spans.extend(copies)
-            for span in spans:
-                trace_id = span.trace_id
-                if len(trace_id) != _ID_WIDTH:
-                    regular = False
-                ids.append(trace_id)
-    trace_ids: bytes | tuple[str, ...] = (
-        b"".join(ids) if regular else tuple(trace_key(trace_id) for trace_id in ids))
+            if earliest_ns is not None and latest_ns is not None and spans:
+                ends = [s.end_time_unix_nano for s in spans]
+                if min(ends) < earliest_ns or max(ends) > latest_ns:
+                    gone = _drop_outside(spans, ends, earliest_ns, latest_ns)
+                    if example is None:
+                        example = DroppedSpan(gone[0].name, trace_key(gone[0].trace_id), gone[0].end_time_unix_nano)
+                    dropped += len(gone)
+            ids += [s.trace_id for s in spans]
+    if set(map(len, ids)) <= {_ID_WIDTH}:
+        distinct = dict.fromkeys(ids)
+        trace_ids: bytes | tuple[str, ...] = b"".join(ids)
+        keys = tuple(trace_key(trace_id) for trace_id in distinct)
+    else:
+        trace_ids = tuple(trace_key(trace_id) for trace_id in ids)
+        keys = tuple(dict.fromkeys(trace_ids))
     raw = request.SerializeToString() if dropped else None
-    return PreparedSpans(raw, len(ids), trace_ids, dropped, example)
+    return PreparedSpans(raw, len(ids), trace_ids, keys, dropped, example)
+
+
+def _drop_outside(spans: Any, ends: list[int], earliest_ns: int, latest_ns: int) -> list[Any]:
+    """Remove the spans whose end lies outside the window from a repeated field; returns the removed ones."""
+    inside = [earliest_ns <= end <= latest_ns for end in ends]
+    kept = [_copy(s) for s, keep in zip(spans, inside, strict=True) if keep]
+    gone = [_copy(s) for s, keep in zip(spans, inside, strict=True) if not keep]
+    del spans[:]
+    spans.extend(kept)
+    return gone
+
+
+def _copy(message: Any) -> Any:
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -95,22 +103,35 @@ def prepare_spans(body: bytes, earliest_ns: int | None, latest_ns: int | None) -
 class CompactBlock:
     """One accepted request's spans as wire bytes; ``start`` = how many of its oldest spans were evicted."""
 
-    __slots__ = ("count", "number", "raw", "received_at", "start", "trace_ids")
+    __slots__ = ("count", "keys", "number", "raw", "received_at", "start", "trace_ids")
 
-    def __init__(self, number: int, raw: bytes, received_at: float, trace_ids: bytes | tuple[str, ...],
-                 count: int) -> None:
+    def __init__(self, number: int, raw: bytes, received_at: float, prepared: PreparedSpans) -> None:
         self.number = number
         self.raw = raw
         self.received_at = received_at
-        self.trace_ids = trace_ids
-        self.count = count
+        self.trace_ids = prepared.trace_ids
+        self.keys = prepared.keys
+        self.count = prepared.count
         self.start = 0
 
-    def key(self, position: int) -> str:
+    def positions(self, key: str) -> list[int]:
+        """Live positions of the spans of trace ``key`` in this block."""
         if isinstance(self.trace_ids, tuple):
-            return self.trace_ids[position]
-        raw = self.trace_ids[position * _ID_WIDTH:(position + 1) * _ID_WIDTH]
-        return "" if raw == _NO_ID else raw.hex()
+            return [p for p in range(self.start, self.count) if self.trace_ids[p] == key]
+        try:
+            wanted = bytes.fromhex(key) if key else _NO_ID
+        except ValueError:
+            return []
+        if len(wanted) != _ID_WIDTH:
+            return []
+        found, data, offset = [], self.trace_ids, self.start * _ID_WIDTH
+        while (offset := data.find(wanted, offset)) >= 0:
+            if offset % _ID_WIDTH == 0:
+                found.append(offset // _ID_WIDTH)
+                offset += _ID_WIDTH
+            else:
+                offset += 1
+        return found
 
     def parse(self) -> list[tuple[Any, SpanContext]]:
         request = trace_service_pb2.ExportTraceServiceRequest()
@@ -121,16 +142,17 @@ class CompactBlock:
 class DictBlock:
     """Spans that arrived already normalized (``POST /api/load``)."""
 
-    __slots__ = ("count", "items", "number", "start")
+    __slots__ = ("count", "items", "keys", "number", "start")
 
     def __init__(self, number: int, items: list[dict[str, Any]]) -> None:
         self.number = number
         self.items = items
+        self.keys = tuple(dict.fromkeys(str(item["trace_id"]) for item in items))
         self.count = len(items)
         self.start = 0
 
-    def key(self, position: int) -> str:
-        return str(self.items[position]["trace_id"])
+    def positions(self, key: str) -> list[int]:
+        return [p for p in range(self.start, self.count) if str(self.items[p]["trace_id"]) == key]
 
 
 Block = CompactBlock | DictBlock
@@ -185,6 +207,10 @@ Selection = list[tuple[Block, list[int]]]  # blocks and the positions to read fr
 class SpanRing:
     """Spans in arrival order, at most ``cap``, indexed by trace id. Not thread-safe: the Store locks around it.
 
+    The index maps a trace id to the numbers of the blocks holding its spans (one entry per request, not per span);
+    where in a block the spans are is found when the trace is read, in the block's 16-byte id column. Eviction
+    advances the oldest block's ``start`` and drops a block (and its index entries) once all its spans are gone.
+
     Reads come in two steps so the Store can release its lock before normalizing: ``select_*`` picks the spans
     (under the lock; blocks never change after they are added, only ``start`` grows), :meth:`read` normalizes them.
     """
@@ -195,7 +221,7 @@ class SpanRing:
         self._oldest = 0  # number of the oldest live block
         self._next = 0
         self._size = 0
-        self._index: dict[str, array[int]] = {}
+        self._index: dict[str, list[int]] = {}
         self._cache = _ParsedCache()
 
     def __len__(self) -> int:
@@ -205,8 +231,7 @@ class SpanRing:
         """Store a prepared request; returns how many spans the cap evicted."""
         if not prepared.count:
             return 0
-        block = CompactBlock(self._next, prepared.raw or raw, received_at, prepared.trace_ids, prepared.count)
-        return self._add(block)
+        return self._add(CompactBlock(self._next, prepared.raw or raw, received_at, prepared))
 
     def add_dicts(self, items: list[dict[str, Any]]) -> int:
         return self._add(DictBlock(self._next, items)) if items else 0
@@ -214,41 +239,32 @@ class SpanRing:
     def _add(self, block: Block) -> int:
         self._next += 1
         self._blocks[block.number] = block
-        base = block.number << _POSITION_BITS
-        index = self._index
-        groups: dict[str, list[int]] = {}
-        for position in range(block.count):
-            groups.setdefault(block.key(position), []).append(base | position)
-        for key, refs in groups.items():
+        index, number = self._index, block.number
+        for key in block.keys:
             bucket = index.get(key)
             if bucket is None:
-                index[key] = array("Q", refs)
+                index[key] = [number]
             else:
-                bucket.extend(refs)
+                bucket.append(number)
         self._size += block.count
         return self._evict(self._size - self.cap) if self._size > self.cap else 0
 
     def _evict(self, excess: int) -> int:
-        """Evict the ``excess`` oldest spans (references leave each trace's bucket oldest first)."""
-        evicted: dict[str, int] = {}
+        """Evict the ``excess`` oldest spans; a block leaves the index once all of its spans are evicted."""
         remaining = excess
         while remaining:
             block = self._blocks[self._oldest]
             take = min(remaining, block.count - block.start)
-            for position in range(block.start, block.start + take):
-                key = block.key(position)
-                evicted[key] = evicted.get(key, 0) + 1
             block.start += take
             remaining -= take
             if block.start == block.count:
+                for key in block.keys:
+                    bucket = self._index[key]
+                    bucket.remove(block.number)  # the oldest entry: first in the list
+                    if not bucket:
+                        del self._index[key]
                 del self._blocks[self._oldest]
                 self._oldest += 1
-        for key, count in evicted.items():
-            bucket = self._index[key]
-            if count >= len(bucket):
-                del self._index[key]
-            else:
-                del bucket[:count]
         self._size -= excess
         return excess
 
@@ -262,10 +278,8 @@ class SpanRing:
     # ------------------------------------------------------------------ reads
 
     def select_trace(self, key: str) -> Selection:
-        selection: dict[int, list[int]] = {}
-        for ref in self._index.get(key, ()):
-            selection.setdefault(ref >> _POSITION_BITS, []).append(ref & _POSITION_MASK)
-        return [(self._blocks[number], positions) for number, positions in selection.items()]
+        selection = [(block, block.positions(key)) for block in (self._blocks[n] for n in self._index.get(key, ()))]
+        return [(block, positions) for block, positions in selection if positions]
 
     def select_all(self, raw_filter: Callable[[bytes], bool] | None = None) -> Selection:
         """Every live span; ``raw_filter`` may skip a compact block by its bytes (a necessary condition only)."""
