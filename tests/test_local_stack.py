@@ -379,3 +379,20 @@ def test_up_runs_the_stack_until_ctrl_c_and_leaves_nothing(own_stack_dir: Path) 
     assert rc == 0, output
     assert "stopped; no process left" in output
     assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def test_a_stack_module_refuses_a_manifests_folder_it_did_not_load(tmp_path: Path) -> None:
+    """Stack modules read their manifests folder when imported; asked for another one later, they say so clearly
+    instead of silently deploying the first one."""
+    from otelgate.stacks.base import StackOptions, StackStartError
+    from otelgate.stacks.registry import stack_module
+
+    other = StackOptions(manifests=tmp_path)
+    for name in ("local", "docker"):
+        module = stack_module(name)
+        (problem,) = module.check_prerequisites(other)
+        assert str(tmp_path) in problem and "OTELGATE_MANIFESTS" in problem
+        with pytest.raises(StackStartError, match="cannot switch"):
+            module.start(other)
+        with pytest.raises(StackStartError, match="cannot switch"):
+            module.plan(other)

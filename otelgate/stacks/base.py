@@ -93,6 +93,17 @@ class StackOptions:
     sink_image: str | None = None       # docker, kind, external: a built sink image to use instead of building one
 
 
+def manifests_problem(options: StackOptions, loaded_from: Path) -> str | None:
+    """Why ``options.manifests`` cannot be used by a stack module that read its manifests folder (``loaded_from``)
+    when it was imported, or None. ``otelgate --manifests`` and the pytest plugin's option set the folder before
+    any stack module is imported; a caller that imported one first cannot switch folders in the same process."""
+    if options.manifests is None or Path(options.manifests).resolve() == loaded_from.resolve():
+        return None
+    return (f"the stacks in this process read their manifests from {loaded_from} when they were imported; they cannot "
+            f"switch to {options.manifests}. Set OTELGATE_MANIFESTS={options.manifests} (or pass --manifests / "
+            "--otelgate-manifests) before otelgate.stacks is imported")
+
+
 @runtime_checkable
 class StackModule(Protocol):
     """What each stack offers its front ends; one object per stack, listed in :mod:`otelgate.stacks.registry`."""

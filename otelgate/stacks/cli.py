@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from otelgate.stacks.base import StackModule, StackOptions, StackSettings
+from otelgate.stacks.base import StackModule, StackOptions, StackSettings, StackStartError
 from otelgate.stacks.registry import STACK_NAMES, stack_module
 
 
@@ -50,11 +50,15 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     if args.check_prerequisites:
         return report_prerequisites(module, options)
-    if args.dry_run:
-        for line in module.plan(options):
-            print(line)
-        return 0
-    return module.up(options, args.status_interval)
+    try:
+        if args.dry_run:
+            for line in module.plan(options):
+                print(line)
+            return 0
+        return module.up(options, args.status_interval)
+    except StackStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def report_prerequisites(module: StackModule, options: StackOptions) -> int:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from otelgate.sink.client import SinkClient
 
 HOST = "127.0.0.1"
+MANIFESTS = paths.manifests_dir()  # read once, at import (see otelgate.stacks.base.manifests_problem)
 KONG_YAML = paths.manifest("kong/kong.yaml")
 COLLECTOR_YAML = paths.manifest("otel/collector.yaml")
 # names and routes from the deployment's otelgate.toml (otelgate.topology), read when this module is imported

@@ -8,13 +8,14 @@ import tempfile
 from pathlib import Path
 
 from otelgate.demoapp.launch import INSTRUMENTATION_YAML
-from otelgate.stacks.base import StackOptions, StackStartError
+from otelgate.stacks.base import StackOptions, StackStartError, manifests_problem
 from otelgate.stacks.console import print_status_until_interrupted, print_urls, sink_status, stop_on_signals
 from otelgate.stacks.local import (
     CANARY_PATH,
     COLLECTOR_YAML,
     DEMO_SERVICES,
     KONG_YAML,
+    MANIFESTS,
     TOKEN_ENV,
     TOPOLOGY,
     LocalStack,
@@ -109,16 +110,26 @@ class LocalStackModule:
     name = "local"
 
     def plan(self, options: StackOptions) -> list[str]:
+        _require_manifests(options)
         return plan()
 
     def check_prerequisites(self, options: StackOptions) -> list[str]:
-        return check_prerequisites()
+        problem = manifests_problem(options, MANIFESTS)
+        return [problem] if problem else check_prerequisites()
 
     def start(self, options: StackOptions) -> LocalStack:
+        _require_manifests(options)
         return LocalStack.start(options.settings, options.workdir)
 
     def up(self, options: StackOptions, status_interval: float) -> int:
+        _require_manifests(options)
         return up(options, status_interval)
+
+
+def _require_manifests(options: StackOptions) -> None:
+    problem = manifests_problem(options, MANIFESTS)
+    if problem:
+        raise StackStartError(problem)
 
 
 STACK = LocalStackModule()

@@ -20,6 +20,7 @@ from otelgate import paths, topology
 from otelgate.stacks.base import StackSettings
 
 REPO_ROOT = paths.BUNDLE_ROOT  # the image build context in a checkout (Dockerfile); a wheel has none
+MANIFESTS = paths.manifests_dir()  # read once, at import (see otelgate.stacks.base.manifests_problem)
 KONG_YAML = paths.manifest("kong/kong.yaml")
 KONG_VALUES = paths.manifest("kong/values.yaml")
 COLLECTOR_YAML = paths.manifest("otel/collector.yaml")
