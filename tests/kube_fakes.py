@@ -13,6 +13,9 @@ State keys (``state.json`` beside the executables):
 - ``break_forwards_on_helm``: ``helm upgrade`` marks every running port-forward broken (the process keeps running,
   its tunnel answers nothing: the pod behind it is gone).
 - ``kind_clusters``: names ``kind get clusters`` prints; ``kind create cluster`` adds the config's name.
+- ``crds``: CRD names ``kubectl get crd`` finds (a cluster that already runs cert-manager / the Operator).
+- ``kubectl apply`` records the Namespaces it applies (with their labels); ``helm upgrade --install`` records a
+  release (with its ``--labels``), as Helm's release Secret would.
 - ``forbid_cluster_secrets``: listing Secrets in all namespaces is forbidden (a user with namespace-scoped rights).
 """
 
@@ -75,7 +78,8 @@ if a[:1] == ["port-forward"]:
             if os.path.exists(marker + ".broken"):
                 self.close_connection = True
                 return  # a dead tunnel: the connection closes without an answer
-            self.send_response(404)
+            healthz = self.path == "/healthz"  # the sink's health check; anything else: Kong's 404
+            self.send_response(200 if healthz else 404)
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"{}")
@@ -140,6 +144,17 @@ if a[:2] == ["get", "--raw='/readyz?verbose'"] or a[:2] == ["get", "--raw=/ready
     sys.exit(1)
 if a[:3] == ["get", "sa", "default"]:
     sys.exit(0 if state.get("cluster_ready") else 1)
+if a[:2] == ["get", "crd"]:
+    sys.exit(0 if a[2] in state.get("crds", []) else 1)
+if a[:1] == ["apply"] and "--dry-run=server" not in a:
+    import yaml
+    source = stdin if a[-1] == "-" else open(a[-1]).read()
+    for doc in yaml.safe_load_all(source):
+        if doc and doc.get("kind") == "Namespace":
+            meta = doc["metadata"]
+            state.setdefault("namespaces", {})[meta["name"]] = meta.get("labels") or {}
+    save(state)
+    sys.exit(0)
 if a[:2] == ["delete", "namespace"]:
     state.get("namespaces", {}).pop(a[2], None)
     save(state)
@@ -155,6 +170,12 @@ if a[:1] == ["upgrade"] and state.get("break_forwards_on_helm"):
     for name in os.listdir(HERE):
         if name.startswith("forward-") and not name.endswith(".broken"):
             open(os.path.join(HERE, name + ".broken"), "w").close()
+if a[:2] == ["upgrade", "--install"] or a[:1] == ["install"]:
+    name = a[2] if a[0] == "upgrade" else a[1]
+    labels = dict(kv.split("=", 1) for kv in (value(a, "--labels") or "").split(",") if kv)
+    records = [s for s in state.get("helm_secrets", []) if s["name"] != name]
+    state["helm_secrets"] = records + [{"name": name, "namespace": value(a, "--namespace"), "labels": labels}]
+    save(state)
 if a[:1] == ["uninstall"]:
     state["helm_secrets"] = [s for s in state.get("helm_secrets", []) if s["name"] != a[1]]
     save(state)

@@ -304,3 +304,66 @@ def test_an_existing_cluster_without_keep_is_refused(fakes: FakeTools, tmp_path:
     stack = kind.KindStack(kind_options(tmp_path, cluster_name="otelgate-t3"))
     with pytest.raises(StackStartError, match="already exists; reuse it with --keep-cluster"):
         stack._ensure_cluster()
+
+
+# --- a whole external bring-up, in order ---------------------------------------------------------------------------
+
+
+def test_external_bring_up_runs_every_step_in_order_and_close_removes_it(fakes: FakeTools, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ExternalStack.start end to end against the fakes (everything answers ready; the canary, which needs real
+    telemetry, is replaced by a recorder): the order of the commands, the token only on stdin, the labels, the
+    port-forwards, the report, then close removing exactly what it installed."""
+    deployments = {
+        "otelgate": [rolled_out("otelgate-sink")],
+        "otelgate-cert-manager": [rolled_out(n) for n in ("cm", "cm-webhook", "cm-cainjector")],
+        "otelgate-operator": [rolled_out("otelgate-operator-opentelemetry-operator")],
+        "otelgate-observability": [rolled_out("kong-otel-collector")],
+        "otelgate-kong": [rolled_out("otelgate-kong-kong")],
+    }
+    fakes.state_path.write_text(json.dumps({"deployments": deployments, "pods": {"otelgate-demo": demo_pods()}}))
+    canaries: list[str] = []
+    monkeypatch.setattr(external.ExternalStack, "_canary", lambda self: canaries.append(self.gateway_url))
+    stack = external.ExternalStack.start(external_options(tmp_path))
+    try:
+        assert canaries == [stack.gateway_url] and stack.gateway_url != stack.sink_url
+        assert {s.pod: s.state for s in stack.instrumentation}["membership-abc"] == "crashed"
+        kubectl = fakes.argvs("kubectl")
+        helm = [argv for argv in fakes.argvs("helm") if argv[0] == "upgrade"]
+        assert [argv[2] for argv in helm] == ["otelgate-cert-manager", "otelgate-operator", "otelgate-kong"]
+        assert all(argv[argv.index("--labels") + 1] == "otelgate.dev/owned-by=otelgate" for argv in helm)
+        applied = [argv[-1] if argv[-1] != "-" else "<stdin>" for argv in kubectl
+                   if argv[0] == "apply" and "--dry-run=server" not in argv]
+        assert applied[0] == "manifests/sink/namespace.yaml" or applied[0].endswith("sink/namespace.yaml")
+        assert applied[-1].endswith("app/simple-demo.yaml")
+        first_apply = next(i for i, argv in enumerate(kubectl) if argv[0] == "apply")
+        ownership = [i for i, argv in enumerate(kubectl) if argv[:2] in (["get", "namespace"], ["get", "secrets"])]
+        assert ownership and max(ownership) < first_apply, "ownership is checked before anything is applied"
+        forwards = [argv for argv in kubectl if argv[0] == "port-forward"]
+        assert [a for argv in forwards for a in argv if a.startswith("service/")] == \
+            ["service/otelgate-sink", "service/otelgate-kong-kong-proxy"]
+        token = stack.token
+        assert all(token not in " ".join(call["argv"]) for call in fakes.calls())
+        assert sum(token in call["stdin"] for call in fakes.calls("kubectl")) == 2, "the two Secrets, via stdin"
+    finally:
+        stack.close()
+    assert [argv[1] for argv in fakes.argvs("helm") if argv[0] == "uninstall"] == \
+        ["otelgate-kong", "otelgate-operator", "otelgate-cert-manager"], "reverse order, each labelled"
+    assert fakes.state()["namespaces"] == {} and fakes.state()["helm_secrets"] == []
+    assert not any(p.alive() for p in stack.forwards.values())
+
+
+def test_external_leaves_a_clusters_own_cert_manager_and_operator_alone(fakes: FakeTools, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    deployments = {"otelgate": [rolled_out("otelgate-sink")], "otelgate-kong": [rolled_out("otelgate-kong-kong")],
+                   "otelgate-observability": [rolled_out("kong-otel-collector")]}
+    fakes.state_path.write_text(json.dumps({
+        "crds": ["certificates.cert-manager.io", "opentelemetrycollectors.opentelemetry.io"],
+        "deployments": deployments, "pods": {"otelgate-demo": demo_pods()}}))
+    monkeypatch.setattr(external.ExternalStack, "_canary", lambda self: None)
+    stack = external.ExternalStack.start(external_options(tmp_path))
+    stack.close()
+    assert [argv[2] for argv in fakes.argvs("helm") if argv[0] == "upgrade"] == ["otelgate-kong"]
+    assert [argv[1] for argv in fakes.argvs("helm") if argv[0] == "uninstall"] == ["otelgate-kong"]
+    applied = " ".join(" ".join(argv) for argv in fakes.argvs("kubectl") if argv[0] == "apply")
+    assert "cert-manager/namespace.yaml" not in applied and "operator-namespace.yaml" not in applied
