@@ -108,7 +108,10 @@ def manifests_problem(options: StackOptions, loaded_from: Path) -> str | None:
 class StackModule(Protocol):
     """What each stack offers its front ends; one object per stack, listed in :mod:`otelgate.stacks.registry`."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """What ``--stack`` calls it."""
+        ...
 
     def plan(self, options: StackOptions) -> list[str]:
         """What :meth:`start` would do, in order, one line each (``otelgate up --dry-run``); starts nothing."""
@@ -152,3 +155,37 @@ def append_timing(workdir: Path, line: str) -> None:
     """One line into ``<workdir>/timings.txt`` (bring-up and build times a user can report)."""
     with (workdir / "timings.txt").open("a") as out:
         out.write(line + "\n")
+
+
+@dataclass(frozen=True)
+class StackEntry:
+    """A :class:`StackModule` made of a stack's own functions, each called only after
+    :func:`manifests_problem` found the manifests folder the one the stack's module loaded."""
+
+    name: str
+    loaded_from: Path
+    plan_lines: Callable[[StackOptions], list[str]]
+    problems: Callable[[StackOptions], list[str]]
+    bring_up: Callable[[StackOptions], Stack]
+    serve: Callable[[StackOptions, float], int]
+
+    def _require_manifests(self, options: StackOptions) -> None:
+        problem = manifests_problem(options, self.loaded_from)
+        if problem:
+            raise StackStartError(problem)
+
+    def plan(self, options: StackOptions) -> list[str]:
+        self._require_manifests(options)
+        return self.plan_lines(options)
+
+    def check_prerequisites(self, options: StackOptions) -> list[str]:
+        problem = manifests_problem(options, self.loaded_from)
+        return [problem] if problem else self.problems(options)
+
+    def start(self, options: StackOptions) -> Stack:
+        self._require_manifests(options)
+        return self.bring_up(options)
+
+    def up(self, options: StackOptions, status_interval: float) -> int:
+        self._require_manifests(options)
+        return self.serve(options, status_interval)

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from otelgate.demoapp.launch import INSTRUMENTATION_YAML
-from otelgate.stacks.base import StackOptions, StackStartError, manifests_problem
+from otelgate.stacks.base import StackEntry, StackOptions, StackStartError
 from otelgate.stacks.console import print_status_until_interrupted, print_urls, sink_status, stop_on_signals
 from otelgate.stacks.local import (
     CANARY_PATH,
@@ -104,32 +104,6 @@ def _collector_state(stack: LocalStack) -> str:
     return "up" if stack.collector_pid() is not None else "DOWN"
 
 
-class LocalStackModule:
-    """The local stack's :class:`otelgate.stacks.base.StackModule`."""
-
-    name = "local"
-
-    def plan(self, options: StackOptions) -> list[str]:
-        _require_manifests(options)
-        return plan()
-
-    def check_prerequisites(self, options: StackOptions) -> list[str]:
-        problem = manifests_problem(options, MANIFESTS)
-        return [problem] if problem else check_prerequisites()
-
-    def start(self, options: StackOptions) -> LocalStack:
-        _require_manifests(options)
-        return LocalStack.start(options.settings, options.workdir)
-
-    def up(self, options: StackOptions, status_interval: float) -> int:
-        _require_manifests(options)
-        return up(options, status_interval)
-
-
-def _require_manifests(options: StackOptions) -> None:
-    problem = manifests_problem(options, MANIFESTS)
-    if problem:
-        raise StackStartError(problem)
-
-
-STACK = LocalStackModule()
+STACK = StackEntry("local", MANIFESTS, plan_lines=lambda _options: plan(),
+                   problems=lambda _options: check_prerequisites(),
+                   bring_up=lambda options: LocalStack.start(options.settings, options.workdir), serve=up)

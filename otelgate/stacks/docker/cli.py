@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from otelgate.configdiff import changes
-from otelgate.stacks.base import StackOptions, StackSettings, StackStartError, manifests_problem
+from otelgate.stacks.base import StackEntry, StackOptions, StackSettings, StackStartError
 from otelgate.stacks.console import print_status_until_interrupted, print_urls, sink_status, stop_on_signals
 from otelgate.stacks.docker.daemon import daemon_problem
 from otelgate.stacks.docker.specs import (
@@ -160,32 +160,7 @@ def up(options: StackOptions, status_interval: float) -> int:
     return 0
 
 
-class DockerStackModule:
-    """The docker stack's :class:`otelgate.stacks.base.StackModule`."""
-
-    name = "docker"
-
-    def plan(self, options: StackOptions) -> list[str]:
-        _require_manifests(options)
-        return plan(options.settings)
-
-    def check_prerequisites(self, options: StackOptions) -> list[str]:
-        problem = manifests_problem(options, MANIFESTS)
-        return [problem] if problem else check_prerequisites()
-
-    def start(self, options: StackOptions) -> DockerStack:
-        _require_manifests(options)
-        return DockerStack.start(options.settings, options.workdir, keep=options.keep)
-
-    def up(self, options: StackOptions, status_interval: float) -> int:
-        _require_manifests(options)
-        return up(options, status_interval)
-
-
-def _require_manifests(options: StackOptions) -> None:
-    problem = manifests_problem(options, MANIFESTS)
-    if problem:
-        raise StackStartError(problem)
-
-
-STACK = DockerStackModule()
+STACK = StackEntry("docker", MANIFESTS, plan_lines=lambda options: plan(options.settings),
+                   problems=lambda _options: check_prerequisites(),
+                   bring_up=lambda options: DockerStack.start(options.settings, options.workdir, keep=options.keep),
+                   serve=up)
