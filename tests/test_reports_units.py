@@ -17,10 +17,10 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from otelgate import traffic
 from otelgate.cli import main as otelgate_main
+from otelgate.redact import REDACTED, scrub_data, scrub_files, scrub_text
 from otelgate.reports.artifacts import folder_name, involved_trace_ids
 from otelgate.reports.html import LiveViewServer, Window, live_view_app, render_html, select_view
 from otelgate.reports.journal import Player, Recorder, ReplayMismatch
-from otelgate.redact import REDACTED, scrub_data, scrub_files, scrub_text
 from otelgate.reports.replay import visible_until
 from otelgate.sink.server import SinkServer
 from otelgate.sink.testing import (

@@ -24,9 +24,9 @@ from typing import Any
 
 from otelgate.expect.logs import is_kong_access_log, request_id
 from otelgate.expect.traces import TraceTree
+from otelgate.redact import scrub_data, scrub_files, scrub_text
 from otelgate.reports.html import Window, render_html
 from otelgate.reports.journal import JOURNAL_KEY
-from otelgate.redact import scrub_data, scrub_files, scrub_text
 
 TOKEN_ENV_VARS = ("DT_API_TOKEN", "OTELGATE_DT_API_TOKEN")
 _HEX32 = re.compile(r"\b[0-9a-f]{32}\b")
