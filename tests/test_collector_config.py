@@ -21,6 +21,7 @@ from otelgate.collector import (
 )
 from otelgate.collector.config import rewritten_by
 from otelgate.collector.testing import collector_binary_or_skip
+from otelgate.configdiff import changes
 
 SINK = "http://127.0.0.1:1/api/v2/otlp"
 KONG_STATUS = "127.0.0.1:2"
@@ -28,18 +29,8 @@ KONG_STATUS = "127.0.0.1:2"
 Path_ = tuple[str | int, ...]
 
 
-def leaves(value: Any, prefix: Path_ = ()) -> dict[Path_, Any]:
-    """Every leaf of a YAML document by its path (empty maps and lists count as leaves)."""
-    if isinstance(value, dict) and value:
-        return {p: v for key, child in value.items() for p, v in leaves(child, (*prefix, key)).items()}
-    if isinstance(value, list) and value:
-        return {p: v for i, child in enumerate(value) for p, v in leaves(child, (*prefix, i)).items()}
-    return {prefix: value}
-
-
 def changed_paths(before: Any, after: Any) -> set[Path_]:
-    old, new = leaves(before), leaves(after)
-    return {path for path in old.keys() | new.keys() if old.get(path, KeyError) != new.get(path, KeyError)}
+    return {change.path for change in changes(before, after)}
 
 
 @pytest.fixture(scope="module")
