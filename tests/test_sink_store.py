@@ -20,6 +20,7 @@ from otelgate.sink.server import SinkServer
 from otelgate.sink.spanstore import prepare_spans
 from otelgate.sink.store import Store
 from otelgate.sink.testing import fake_token, kong_like_batch, new_trace_id, span, traces_request
+from otelgate.sink.workers import INLINE_BELOW
 
 TOKEN = fake_token()
 HOUR_NS = 3600 * 10**9
@@ -135,12 +136,13 @@ def test_dump_and_load_round_trip_compact_spans(http: httpx.Client) -> None:
 def test_decode_workers_give_the_same_answers_and_store(http: httpx.Client) -> None:
     """Large bodies go to worker processes; answers, rejections and stored spans equal the inline sink's."""
     now = time.time_ns()
-    bodies = [kong_like_batch(512, end_ns=now), kong_like_batch(512, end_ns=now - 2 * HOUR_NS),
-              b"\x0a\xff\xff\xff" + bytes(40_000)]
+    bodies = [kong_like_batch(2048, end_ns=now), kong_like_batch(2048, end_ns=now - 2 * HOUR_NS),
+              b"\x0a\xff\xff\xff" + bytes(INLINE_BELOW)]
     mixed = trace_service_pb2.ExportTraceServiceRequest()
-    mixed.ParseFromString(kong_like_batch(400, end_ns=now))
+    mixed.ParseFromString(kong_like_batch(2048, end_ns=now))
     mixed.resource_spans[0].scope_spans[0].spans[7].end_time_unix_nano = now - 2 * HOUR_NS
     bodies.append(mixed.SerializeToString())
+    assert min(len(body) for body in bodies) >= INLINE_BELOW  # all large enough to be offloaded
     results = []
     for workers in (0, 2):
         with SinkServer(profile="dynatrace", token=TOKEN, workers=workers, report_dropped_spans=True) as sink:
@@ -155,7 +157,7 @@ def test_decode_workers_give_the_same_answers_and_store(http: httpx.Client) -> N
     assert inline[3] == 0 and offloaded[3] == 3  # the malformed body was offloaded too (and answered 400)
     assert [a[0] for a in inline[0]] == [200, 200, 400, 200]
     assert inline[:3] == offloaded[:3]
-    assert len(inline[1]) == 512 + 399
+    assert len(inline[1]) == 2048 + 2047
 
 
 def test_a_stored_kong_like_span_costs_at_most_half_a_kilobyte() -> None:
