@@ -190,9 +190,7 @@ class ExternalStackModule:
         missing = self.check_prerequisites(options)
         if missing:
             raise StackStartError("the external stack cannot start:\n  " + "\n  ".join(missing))
-        stack = ExternalStack.start(KindOptions.from_stack_options(options, external=True))
-        assert isinstance(stack, ExternalStack)
-        return stack
+        return ExternalStack.start(KindOptions.from_stack_options(options, external=True))
 
     def up(self, options: StackOptions, status_interval: float) -> int:
         missing = self.check_prerequisites(options)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import yaml
@@ -154,7 +154,7 @@ class KindStack:
     # bring-up -------------------------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, options: KindOptions) -> KindStack:
+    def start(cls, options: KindOptions) -> Self:
         stack = cls(options)
         try:
             stack._bring_up()
