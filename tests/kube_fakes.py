@@ -196,6 +196,11 @@ elif argv[:2] == ["create", "cluster"]:
     state.setdefault("kind_clusters", []).append(name)
     state["cluster_ready"] = True
     save(state)
+elif argv[:2] == ["export", "kubeconfig"]:
+    if value(argv, "--name") not in state.get("kind_clusters", []):
+        print(f"ERROR: unknown cluster {value(argv, '--name')!r}", file=sys.stderr)
+        sys.exit(1)
+    open(value(argv, "--kubeconfig"), "w").write("apiVersion: v1\nkind: Config\n")
 elif argv[:2] == ["delete", "cluster"]:
     name = value(argv, "--name")
     state["kind_clusters"] = [c for c in state.get("kind_clusters", []) if c != name]

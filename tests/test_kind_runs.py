@@ -288,12 +288,12 @@ def test_kind_cluster_created_loaded_and_deleted_through_pytest_kubernetes(fakes
 
 def test_kept_cluster_is_reused_not_recreated(fakes: FakeTools, tmp_path: Path) -> None:
     fakes.state_path.write_text(json.dumps({"kind_clusters": ["otelgate-t2"], "cluster_ready": True}))
-    options = kind_options(tmp_path, cluster_name="otelgate-t2", keep=True)
-    kind.kubeconfig_path(options).parent.mkdir(parents=True, exist_ok=True)
-    kind.kubeconfig_path(options).write_text("apiVersion: v1\nkind: Config\n")
+    options = kind_options(tmp_path, cluster_name="otelgate-t2", keep=True)  # no private kubeconfig yet
     stack = kind.KindStack(options)
     stack._ensure_cluster()
     assert not stack.created_cluster
+    assert ["export", "kubeconfig", "--name", "otelgate-t2", "--kubeconfig", str(kind.kubeconfig_path(options))] \
+        in fakes.argvs("kind")
     assert not [argv for argv in fakes.argvs("kind") if argv[:2] == ["create", "cluster"]]
     stack.close()
     assert not [argv for argv in fakes.argvs("kind") if argv[:2] == ["delete", "cluster"]]

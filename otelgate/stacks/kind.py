@@ -208,6 +208,10 @@ class KindStack:
         if name in existing and not self.options.keep:
             raise StackStartError(f"a kind cluster named {name!r} already exists; reuse it with --keep-cluster, "
                                   f"pick another --cluster-name, or `kind delete cluster --name {name}`")
+        if name in existing:
+            # the private kubeconfig may be gone (a cleaned cache); without it the manager would try to create
+            self.runner.run(["kind", "export", "kubeconfig", "--name", name, "--kubeconfig", str(self.kubeconfig)],
+                            timeout=60)
         self.cluster = KindCluster(self.options)
         t0 = time.monotonic()
         self.say(f"cluster {name}: {'reusing' if name in existing else 'creating'} "

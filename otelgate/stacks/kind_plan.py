@@ -112,7 +112,7 @@ def cluster_steps(options: KindOptions) -> list[Step]:
                              str(cluster_config_path(options)), "--kubeconfig", str(kubeconfig_path(options))),
                  manifest=PATHS.kind_cluster, timeout=float(CLUSTER_TIMEOUT),
                  note=f"{config} named {options.cluster_name}; pytest-kubernetes' kind manager; a private "
-                      f"kubeconfig; reused when --keep-cluster finds it running")]
+                      f"kubeconfig; with --keep-cluster an existing one is reused (kind export kubeconfig)")]
 
 
 def sink_image_build_step(options: KindOptions, image: str) -> Step:
