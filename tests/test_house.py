@@ -53,7 +53,9 @@ def test_no_module_is_over_600_lines() -> None:
 def test_the_static_checker_imports_no_deployment_code() -> None:
     modules = _modules()
     graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
-    reached, todo, via = set(), [m for m in modules if m == STATIC_CHECKER or m.startswith(STATIC_CHECKER + ".")], {}
+    todo = [m for m in modules if m == STATIC_CHECKER or m.startswith(STATIC_CHECKER + ".")]
+    reached: set[str] = set()
+    via: dict[str, str] = {}
     while todo:
         current = todo.pop()
         for target in graph[current] - reached:
