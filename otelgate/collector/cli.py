@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+from otelgate import paths
 from otelgate.collector.build import CollectorBuildError, CollectorNotFound, build, find_collector
 
 
@@ -21,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action.add_argument("--path", action="store_true", help="print the path of the collector that would be used")
     action.add_argument("--components", action="store_true", help="run `<collector> components`")
     parser.add_argument("--force", action="store_true", help="with --build: rebuild even when cached")
+    parser.add_argument("--builder-config", type=Path, default=None, metavar="FILE",
+                        help="an OpenTelemetry Collector Builder manifest of your own (default: the one otelgate "
+                             "ships, collector/builder-config.yaml); built and cached by its hash")
 
 
 def collector_required() -> bool:
@@ -31,13 +36,17 @@ def collector_required() -> bool:
 def run(args: argparse.Namespace) -> int:
     # SIGTERM unwinds like Ctrl-C, so an interrupted build stops its go toolchain processes too
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    manifest = args.builder_config or paths.collector_manifest()
+    if not manifest.is_file():
+        print(f"otelgate collector: --builder-config {manifest}: no such file", file=sys.stderr)
+        return 2
     try:
         if args.build:
-            print(build(force=args.force).summary())
+            print(build(manifest=manifest, force=args.force).summary())
             return 0
         if args.ensure:
-            return _ensure()
-        binary = find_collector()
+            return _ensure(manifest)
+        binary = find_collector(manifest=manifest)
         if args.components:
             return subprocess.run([str(binary), "components"], timeout=60).returncode
         print(binary)
@@ -47,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _ensure() -> int:
+def _ensure(manifest: Path) -> int:
     try:
-        binary = find_collector(build_if_missing=True)
+        binary = find_collector(build_if_missing=True, manifest=manifest)
     except (CollectorNotFound, CollectorBuildError) as exc:
         if collector_required():
             print(f"otelgate collector --ensure: ERROR (collector required here): {exc}", file=sys.stderr)
