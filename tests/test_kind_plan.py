@@ -208,7 +208,10 @@ def test_external_data_is_labelled_kong_external(tmp_path: Path) -> None:
                                                     sink_image="reg/x:1", external=True))
     assert stack.kong_deployment_name == "kong-external"
     assert kind.KindStack(kind.KindOptions(workdir=tmp_path, state_dir=tmp_path)).kong_deployment_name == "kong-kind"
-    assert ka.manifest_deployment_name(MANIFESTS) == "kong-kind", "the manifest's literal is the kind stack's"
+    from otelgate import topology
+
+    assert ka.manifest_deployment_name(MANIFESTS) == topology.current(MANIFESTS).deployment_name("kind"), \
+        "the collector manifest's literal KONG_DEPLOYMENT_NAME is otelgate.toml's kind value"
 
 
 # --- the manifests' first-run fixes -------------------------------------------------------------------------------
