@@ -17,7 +17,7 @@ import httpx
 from otelgate import promtext
 from otelgate.claims import timing_of
 from otelgate.reports import sampling as report
-from otelgate.stacks.base import Stack
+from otelgate.stacks.base import URL_COLLECTOR_METRICS, Stack
 from otelgate.waiting import WaitTimeout, wait_stable
 
 KONG_ROOT_SPAN = "kong"
@@ -101,6 +101,50 @@ class SelfMetricsProbe:
         return 100.0 * (cpu_seconds - last[1]) / (now - last[0]), rss
 
 
+class SinkProbe:
+    """The sink's own CPU (its event loop's process, percent of one core) and RSS (with its decode workers), from
+    ``GET /api/process`` — the same on every stack, since every stack's sink is otelgate's."""
+
+    def __init__(self, sink: Any) -> None:
+        self.source = f"sink GET {sink.base_url}/api/process"
+        self._sink = sink
+        self._last: tuple[float, float] | None = None
+
+    def sample(self) -> tuple[float, float] | None:
+        usage = self._sink.process()
+        now, cpu_seconds = float(usage["monotonic"]), float(usage["cpu_seconds"])
+        last, self._last = self._last, (now, cpu_seconds)
+        if last is None or now <= last[0]:
+            return None
+        return (100.0 * (cpu_seconds - last[1]) / (now - last[0]),
+                float(usage["rss_bytes"]) + float(usage["workers_rss_bytes"]))
+
+
+def sink_resource_probe(stack: Stack) -> tuple[SinkProbe | None, str]:
+    """A probe of the sink's own CPU and memory, or why there is none (a sink without ``/api/process``)."""
+    probe = SinkProbe(stack.sink)
+    try:
+        probe.sample()  # the baseline; also proves the endpoint answers
+    except Exception as exc:  # an older sink image, or the sink is unreachable: say so in the report
+        return None, f"the sink does not report its own usage ({type(exc).__name__}: {str(exc)[:200]})"
+    return probe, ""
+
+
+# the sink's event loop serves every request and owns the store: near one full core, it is the bottleneck
+SINK_BUSY_PERCENT = 85.0
+
+
+def sink_limit_note(sink: report.CollectorResources) -> str:
+    """A plain sentence when the sink, not the pipeline, limited the rate; "" otherwise."""
+    if sink.cpu_avg_percent is None or sink.cpu_max_percent is None:
+        return ""
+    if sink.cpu_avg_percent < SINK_BUSY_PERCENT and sink.cpu_max_percent < 99.0:
+        return ""
+    return (f"the SINK limited this rate, not the pipeline: its event loop used {sink.cpu_avg_percent:.0f}% of one "
+            f"core on average (max {sink.cpu_max_percent:.0f}%); spans/s and latency here measure the fake "
+            "Dynatrace (run the sink with more --workers or on another machine)")
+
+
 class ResourceSampler:
     """Samples a probe once a second on a thread while the load runs."""
 
@@ -136,17 +180,8 @@ class ResourceSampler:
 
 
 def resource_probe(stack: Stack) -> tuple[ResourceProbe | None, str]:
-    """How to watch the collector's CPU and memory on this stack, or why it cannot be watched.
-
-    Hooks, in order: ``stack.collector_resource_probe()`` (any stack may provide its own, e.g. the metrics API of
-    a cluster), ``stack.collector_pid()`` (local processes, via psutil), then the collector's own metrics
-    endpoint (``collector_metrics_url``).
-    """
-    hook = getattr(stack, "collector_resource_probe", None)
-    if callable(hook):
-        probe = hook()
-        if probe is not None:
-            return probe, ""
+    """How to watch the collector's CPU and memory on this stack, or why it cannot be watched: its process by pid
+    (``stack.collector_pid()``: local processes, via psutil), else its own metrics endpoint (``stack.urls()``)."""
     pid_of = getattr(stack, "collector_pid", None)
     if callable(pid_of):
         pid = pid_of()
@@ -155,22 +190,13 @@ def resource_probe(stack: Stack) -> tuple[ResourceProbe | None, str]:
     url = collector_metrics_url(stack)
     if url:
         return SelfMetricsProbe(url), ""
-    return None, (f"the {stack.name} stack exposes no collector_resource_probe(), collector_pid() or "
-                  "collector_metrics_url")
+    return None, f"the {stack.name} stack exposes no collector_pid() and no {URL_COLLECTOR_METRICS!r} URL"
 
 
 def collector_metrics_url(stack: Stack) -> str | None:
-    """The collector's own Prometheus metrics (``service.telemetry``) endpoint, if the stack exposes one."""
-    value = getattr(stack, "collector_metrics_url", None)
-    value = value() if callable(value) else value
-    if value:
-        return str(value)
-    urls = getattr(stack, "urls", None)
-    if callable(urls):
-        for label, url in urls().items():
-            if "collector" in label and "own metrics" in label:
-                return str(url)
-    return None
+    """The collector's own Prometheus metrics (``service.telemetry``) endpoint, if the stack publishes one."""
+    urls = getattr(stack, "urls", None)  # not every Stack publishes URLs (a replayed dump has none)
+    return urls().get(URL_COLLECTOR_METRICS) if callable(urls) else None
 
 
 def scrape_metrics(url: str, timeout: float = 5.0) -> dict[str, float]:

@@ -35,6 +35,8 @@ from loadtests.measure import (
     kong_roots_by_request,
     resource_probe,
     scrape_quietly,
+    sink_limit_note,
+    sink_resource_probe,
     sink_view,
     wait_flushed,
 )
@@ -216,8 +218,10 @@ def measure_rate(stack: Stack, rate: float, config: SweepConfig, folder: Path, p
     metrics_url = collector_metrics_url(stack)
     before = scrape_quietly(metrics_url)
     probe, why_not = resource_probe(stack)
+    sink_probe, sink_why_not = sink_resource_probe(stack)
     spec = config.spec(stack.gateway_url)
-    with ResourceSampler(probe) as sampler, progress.load(label, spec.duration_s) as update:
+    with ResourceSampler(probe) as sampler, ResourceSampler(sink_probe) as sink_sampler, \
+            progress.load(label, spec.duration_s) as update:
         run = run_locust(spec, folder, update)
     load_when_done = os.getloadavg()[0]
     if load_when_done > (os.cpu_count() or 1):
@@ -237,14 +241,15 @@ def measure_rate(stack: Stack, rate: float, config: SweepConfig, folder: Path, p
         rate=rate, duration_s=run.load_seconds(spec.duration_s), users=spec.users, requests_sent=run.requests,
         requests_failed=run.failures, requests_with_id=denominator, traced=traced, spans=view.spans,
         span_bytes=view.span_bytes, latency_ms=report.latency_of(run.client.ok_latencies),
-        collector=sampler.summary(why_not), sink_rejected_items=view.rejected,
+        collector=sampler.summary(why_not), sink=sink_sampler.summary(sink_why_not),
+        sink_rejected_items=view.rejected,
         sink_dropped_for_cap=view.dropped_for_cap,
         collector_failures=counter_increase(before or {}, after or {}, COLLECTOR_FAILURE),
         collector_sent=counter_increase(before or {}, after or {}, COLLECTOR_SENT),
         foreign_kong_roots=foreign, flush_seconds=flush_seconds, flush_complete=complete,
         host_load_1m=load_when_done)
     other_notes = _notes(run, answered, view, flush_note, metrics_url, before, after)
-    result.notes.extend(filter(None, [join_note, busy_note, *other_notes]))
+    result.notes.extend(filter(None, [sink_limit_note(result.sink), join_note, busy_note, *other_notes]))
     progress.say(f"{label}: {result.traced}/{result.requests_with_id} traced, {result.spans} spans "
                  f"({result.spans_per_second:.1f}/s), p99 {_ms(result.latency_ms.p99)}")
     return result

@@ -71,6 +71,7 @@ class RateResult:
     span_bytes: int                     # bytes of the trace requests the sink received
     latency_ms: Latency = field(default_factory=Latency)
     collector: CollectorResources = field(default_factory=CollectorResources)
+    sink: CollectorResources = field(default_factory=CollectorResources)  # the fake Dynatrace's own process
     sink_rejected_items: dict[str, int] = field(default_factory=dict)    # "<signal>/<reason>" -> items
     sink_dropped_for_cap: int = 0       # the sink's store evicted items (counts are then lower bounds)
     collector_failures: dict[str, float] = field(default_factory=dict)  # otelcol_* failure counter -> increase
@@ -140,6 +141,7 @@ class RateResult:
         values = {k: v for k, v in data.items() if k in names}
         values["latency_ms"] = Latency(**dict(data.get("latency_ms") or {}))
         values["collector"] = CollectorResources(**dict(data.get("collector") or {}))
+        values["sink"] = CollectorResources(**dict(data.get("sink") or {}))
         return cls(**values)
 
 
@@ -352,8 +354,9 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         "",
         "| rate | requests (failed) | req/s | traced | traced fraction [95% CI] | rate consistent | spans/s "
         "| KiB/s | spans per traced req | p50 / p95 / p99 ms | p99 overhead ms | collector CPU avg / max % "
-        "| collector RSS max MiB | sink rejected | collector failures | host load 1m |",
-        "|---:|---:|---:|---:|---|:---:|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",
+        "| collector RSS max MiB | sink CPU avg / max % | sink RSS max MiB | sink rejected | collector failures "
+        "| host load 1m |",
+        "|---:|---:|---:|---:|---|:---:|---:|---:|---:|---|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     recommendation = data["recommendation"]
     overhead = {row["rate"]: row["p99_overhead_ms"] for row in recommendation["per_rate"]}
@@ -364,6 +367,7 @@ def render_markdown(data: Mapping[str, Any]) -> str:
         consistent = {True: "yes", False: "**NO**", None: "-"}[frac["rate_consistent"]]
         lat = r["latency_ms"]
         col = r["collector"]
+        sink = r.get("sink") or {}
         lines.append(
             f"| {r['rate']:g} | {r['requests_sent']} ({r['requests_failed']}) | {r['requests_per_second']:.1f} "
             f"| {r['traced']} | {interval} | {consistent} | {r['spans_per_second']:.1f} "
@@ -371,7 +375,9 @@ def render_markdown(data: Mapping[str, Any]) -> str:
             f"| {_num(lat['p50'], '.0f')} / {_num(lat['p95'], '.0f')} / {_num(lat['p99'], '.0f')} "
             f"| {_num(overhead.get(r['rate']), '+.0f')} "
             f"| {_num(col['cpu_avg_percent'], '.0f')} / {_num(col['cpu_max_percent'], '.0f')} "
-            f"| {_num(col['rss_max_mib'], '.0f')} | {r['sink_rejected_total']} "
+            f"| {_num(col['rss_max_mib'], '.0f')} "
+            f"| {_num(sink.get('cpu_avg_percent'), '.0f')} / {_num(sink.get('cpu_max_percent'), '.0f')} "
+            f"| {_num(sink.get('rss_max_mib'), '.0f')} | {r['sink_rejected_total']} "
             f"| {r['collector_failures_total']:g} | {_num(r.get('host_load_1m'))} |")
     lines += ["", "## Recommendation", ""]
     budgets = data["budgets"]

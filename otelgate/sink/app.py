@@ -10,6 +10,7 @@ encoding and recorded as a rejection. The request body is read incrementally; gz
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -19,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -411,6 +413,9 @@ def query_routes(state: SinkState) -> list[Route]:
         faults.clear()
         return JsonResponse({"faults": []})
 
+    async def process(request: Request) -> Response:
+        return JsonResponse(process_usage(state.preparer.worker_pids()))
+
     async def healthz(request: Request) -> Response:
         return JsonResponse({"status": "ok", "profile": config.profile, "store": store.sizes(),
                              "config": config.public_view(), "offloaded_requests": state.preparer.offloaded})
@@ -424,6 +429,7 @@ def query_routes(state: SinkState) -> list[Route]:
         Route("/api/logs", logs, methods=["GET"]),
         Route("/api/rejections", rejections, methods=["GET"]),
         Route("/api/stats", stats, methods=["GET"]),
+        Route("/api/process", process, methods=["GET"]),
         Route("/api/reset", reset, methods=["POST"]),
         Route("/api/dump", dump, methods=["GET"]),
         Route("/api/load", load, methods=["POST"]),
@@ -431,6 +437,26 @@ def query_routes(state: SinkState) -> list[Route]:
         Route("/api/faults", list_faults, methods=["GET"]),
         Route("/api/faults", clear_faults, methods=["DELETE"]),
     ]
+
+
+def process_usage(worker_pids: list[int]) -> dict[str, Any]:
+    """The sink's own CPU time and memory, for load reports that must tell a busy sink from a busy pipeline.
+
+    ``cpu_seconds`` is the main process (its event loop serves every request and owns the store: at one core's
+    worth of CPU it limits the rate); the decode workers are reported beside it.
+    """
+    me = psutil.Process()
+    times = me.cpu_times()
+    workers_cpu, workers_rss = 0.0, 0
+    for pid in worker_pids:
+        with contextlib.suppress(psutil.Error):
+            worker = psutil.Process(pid)
+            worker_times = worker.cpu_times()
+            workers_cpu += worker_times.user + worker_times.system
+            workers_rss += worker.memory_info().rss
+    return {"pid": me.pid, "cpu_seconds": times.user + times.system, "rss_bytes": me.memory_info().rss,
+            "workers": len(worker_pids), "workers_cpu_seconds": workers_cpu, "workers_rss_bytes": workers_rss,
+            "monotonic": time.monotonic()}
 
 
 def create_app(config: SinkConfig) -> tuple[Starlette, SinkState]:

@@ -95,6 +95,10 @@ class SinkClient:
     def stats(self) -> dict[str, dict[str, int]]:
         return dict(self._call("GET", "/api/stats"))
 
+    def process(self) -> dict[str, Any]:
+        """The sink's own CPU seconds and RSS (main process and decode workers), see ``GET /api/process``."""
+        return dict(self._call("GET", "/api/process"))
+
     def reset(self) -> None:
         self._call("POST", "/api/reset")
 

@@ -63,6 +63,10 @@ class SpanPreparer:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         return self._pool
 
+    def worker_pids(self) -> list[int]:
+        processes = getattr(self._pool, "_processes", None) or {}  # the executor keeps no public list
+        return [int(pid) for pid in processes]
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
