@@ -14,10 +14,10 @@ import httpx
 
 from otelgate import promtext
 from otelgate.expect.errors import Rejection
-from otelgate.stacks.base import Stack
+from otelgate.stacks.base import URL_COLLECTOR_HEALTH, URL_COLLECTOR_METRICS, Stack
 
-HEALTH_URL_KEY = "collector health"
-TELEMETRY_URL_KEY = "collector own metrics"
+HEALTH_URL_KEY = URL_COLLECTOR_HEALTH
+TELEMETRY_URL_KEY = URL_COLLECTOR_METRICS
 SEND_FAILED_PREFIX = "otelcol_exporter_send_failed_"
 
 

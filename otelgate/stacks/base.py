@@ -44,6 +44,10 @@ class StackSettings:
         return overrides
 
 
+# Keys of a stack's ``urls()`` that tools read (otelgate.probe, the load sweep): one spelling on every stack
+URL_COLLECTOR_HEALTH = "collector health"
+URL_COLLECTOR_METRICS = "collector own metrics"     # the collector's service.telemetry Prometheus endpoint
+
 # Which settings each part of a stack applies: Kong's declarative config (a reload), kong.conf (a new Kong), the
 # collector (a new collector).
 KONG_SIDE = frozenset({"sampling_rate", "kong_plugin_config"})

@@ -38,6 +38,8 @@ from otelgate.stacks.base import (
     COLLECTOR_SIDE,
     KONG_RESTART,
     KONG_SIDE,
+    URL_COLLECTOR_HEALTH,
+    URL_COLLECTOR_METRICS,
     StackSettings,
     StackStartError,
     append_timing,
@@ -468,8 +470,8 @@ class LocalStack:
             cp = self._collector_ports
             urls |= {
                 "collector OTLP/HTTP": f"http://{HOST}:{cp.otlp_http}",
-                "collector health": f"http://{HOST}:{cp.health}/",
-                "collector own metrics": f"http://{HOST}:{cp.telemetry}/metrics",
+                URL_COLLECTOR_HEALTH: f"http://{HOST}:{cp.health}/",
+                URL_COLLECTOR_METRICS: f"http://{HOST}:{cp.telemetry}/metrics",
                 "collector prometheus exporter": f"http://{HOST}:{cp.prometheus_exporter}/metrics",
             }
         urls |= {f"service {name}": self._service_url(name) for name in DEMO_SERVICES}

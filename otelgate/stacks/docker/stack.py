@@ -20,6 +20,8 @@ from otelgate.stacks.base import (
     COLLECTOR_SIDE,
     KONG_RESTART,
     KONG_SIDE,
+    URL_COLLECTOR_HEALTH,
+    URL_COLLECTOR_METRICS,
     StackSettings,
     StackStartError,
     append_timing,
@@ -428,19 +430,6 @@ class DockerStack:
             return None
         return pid if command.startswith("otelcol") else None
 
-    def collector_metrics_url(self) -> str | None:
-        """The collector's own Prometheus metrics (``service.telemetry``), published to the host."""
-        running = self.running.get("collector")
-        if running is None:
-            return None
-        telemetry = next((p.port for p in running.spec.ports if p.purpose == COLLECTOR_TELEMETRY), None)
-        if telemetry is None:
-            return None
-        try:
-            return self._url(running, telemetry) + "/metrics"
-        except Exception:
-            return None
-
     def collector_state(self) -> str:
         """``running``, ``stopped (reconfigured away)`` or the container's status, for status lines."""
         running = self.running.get("collector")
@@ -452,15 +441,22 @@ class DockerStack:
             return f"unknown ({type(exc).__name__})"
 
     def urls(self) -> dict[str, str]:
+        """Every published port's URL on the host, by what a person (or otelgate.probe) looks for."""
         urls: dict[str, str] = {}
         labels = {("kong", KONG_PROXY_PORT): "gateway (Kong proxy)", ("kong", KONG_ADMIN_PORT): "kong admin API",
                   ("kong", KONG_STATUS_PORT): "kong status API (/status, /metrics)", ("sink", SINK_PORT): "sink API"}
         for name, running in self.running.items():
             for port in running.spec.ports:
-                if port.published:
-                    with contextlib.suppress(Exception):
-                        label = labels.get((name, port.port), f"{name} {port.purpose}")
-                        urls[label] = self._url(running, port.port)
+                if not port.published:
+                    continue
+                with contextlib.suppress(Exception):  # a container without its port mapping (yet) has no URL
+                    url = self._url(running, port.port)
+                    if name == "collector" and port.purpose == COLLECTOR_TELEMETRY:
+                        urls[URL_COLLECTOR_METRICS] = url + "/metrics"
+                    elif name == "collector" and port.port == running.spec.wait.port:
+                        urls[URL_COLLECTOR_HEALTH] = url + running.spec.wait.path
+                    else:
+                        urls[labels.get((name, port.port), f"{name} {port.purpose}")] = url
         return urls
 
     # --- teardown and diagnostics --------------------------------------------------------------------------------
