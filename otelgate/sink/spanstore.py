@@ -190,11 +190,20 @@ class _ParsedCache:
             self._spans = 0
 
 
-def materialize(block: Block, positions: Sequence[int], cache: _ParsedCache) -> list[dict[str, Any]]:
+# (name, service) a span must have to be worth normalizing; None = any
+SpanKeep = tuple[str | None, str | None]
+
+
+def materialize(block: Block, positions: Sequence[int], cache: _ParsedCache,
+                keep: SpanKeep = (None, None)) -> list[dict[str, Any]]:
+    name, service = keep
     if isinstance(block, DictBlock):
         return [block.items[p] for p in positions]
     parsed = cache.get(block)
     received_at = block.received_at
+    if name is not None or service is not None:  # cheap checks on the message before building the dict
+        positions = [p for p in positions if (name is None or parsed[p][0].name == name)
+                     and (service is None or parsed[p][1][0] == service)]
     return [normalize_span(parsed[p][0], parsed[p][1], received_at) for p in positions]
 
 
@@ -289,10 +298,11 @@ class SpanRing:
     def trace_keys(self) -> list[str]:
         return list(self._index)
 
-    def read(self, selection: Selection) -> list[dict[str, Any]]:
+    def read(self, selection: Selection, keep: SpanKeep = (None, None)) -> list[dict[str, Any]]:
+        """The selected spans, normalized; ``keep`` = (name, service) skips others early (callers filter again)."""
         out: list[dict[str, Any]] = []
         for block, positions in selection:
-            out.extend(materialize(block, positions, self._cache))
+            out.extend(materialize(block, positions, self._cache, keep))
         return out
 
     def stored_bytes(self) -> int:

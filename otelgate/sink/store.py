@@ -161,7 +161,7 @@ class Store:
             selection = (self.spans.select_trace(trace_id.lower()) if trace_id
                          else self.spans.select_all(_span_prefilter(service, name, attrs)))
         return [
-            s for s in self.spans.read(selection)
+            s for s in self.spans.read(selection, (name, service))
             if (service is None or s["service_name"] == service)
             and (name is None or s["name"] == name)
             and (not attrs or _matches_attrs(s, attrs))
