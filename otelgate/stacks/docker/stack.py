@@ -413,7 +413,7 @@ class DockerStack:
     def collector_pid(self) -> int | None:
         """The collector's pid when this machine can see it (a local Linux daemon: the container's process is a
         host process), else None. With Docker Desktop or a remote daemon the pid lives in another kernel; then
-        :meth:`collector_metrics_url` is the way to watch the collector."""
+        its ``URL_COLLECTOR_METRICS`` in :meth:`urls` is the way to watch the collector."""
         running = self.running.get("collector")
         if running is None:
             return None
