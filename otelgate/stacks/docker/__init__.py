@@ -7,9 +7,9 @@
                  v
             sink (otelgate's fake Dynatrace, the image built from the project's Dockerfile)
 
-The containers are started with testcontainers-python. :func:`container_specs` is the single description of what
-runs (image, command, env, files, ports, network aliases, readiness); the stack starts exactly that, and
-``otelgate up --stack docker --dry-run`` prints exactly that (:func:`plan`), so the static tests check the same
+The containers are started with testcontainers-python. :func:`.specs.container_specs` is the single description of
+what runs (image, command, env, files, ports, network aliases, readiness); the stack starts exactly that, and
+``otelgate up --stack docker --dry-run`` prints exactly that (:func:`.cli.plan`), so the static tests check the same
 objects the stack uses.
 
 Configs come from the cluster's manifests by the same explicit rewrites the local stack uses:
@@ -21,7 +21,10 @@ on its network interface), so in the container they equal the manifest.
 
 Readiness means "serving": HTTP 200 from the sink's ``/healthz``, the collector's health_check extension, each demo
 service's ``/healthz`` and Kong's ``/status/ready`` (the Helm chart's readiness probe), then one canary request
-whose whole trace reaches the sink. A wait fails at once, with the log tail, if its container exi
+whose Kong span reaches the sink (the rest of its trace is reported, not required). A wait fails at once, with the
+log tail, if its container exits.
+
+No Docker engine exists where this package is developed: it is verified statically (see docs/docker.md).
 
 The package, one concern a module: :mod:`.specs` (what runs: the container specs, derived from the manifests),
 :mod:`.daemon` (reaching a Docker daemon, the testcontainers import), :mod:`.evidence` (what proves a bring-up or a
