@@ -1,6 +1,7 @@
 """The repository stands alone: every link and pointer in it resolves inside it.
 
-Scanned: *.md, *.py, *.yaml, *.yml and *.toml files of the checkout (build, cache and virtualenv folders excluded).
+Scanned: *.md, *.py, *.yaml, *.yml and *.toml files, Dockerfiles and .ci/run of the checkout (build, cache and
+virtualenv folders excluded).
 A finding is reported for
 - a relative markdown link (``[text](path#anchor)``) whose file or heading anchor does not exist;
 - a repository reference ``docs/<file>.md#anchor`` (in code, configs and docs) whose file or anchor does not exist,
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
 
 SCANNED_SUFFIXES = frozenset({".md", ".py", ".yaml", ".yml", ".toml"})
+SCANNED_NAMES = frozenset({"Dockerfile", "run", "noxfile.py"})  # run: .ci/run, the CI entry point
 SKIPPED_DIRS = frozenset({
     ".git", ".nox", ".venv", "venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__", "node_modules",
     "artifacts", "build", "dist", "_build", ".hypothesis",
@@ -199,7 +201,7 @@ def scanned_files(root: Path) -> Iterator[Path]:
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info"))
         for name in sorted(files):
             path = Path(folder) / name
-            if path.suffix in SCANNED_SUFFIXES and path.resolve() != THIS_FILE:
+            if (path.suffix in SCANNED_SUFFIXES or name in SCANNED_NAMES) and path.resolve() != THIS_FILE:
                 yield path
 
 
@@ -297,6 +299,7 @@ def test_checker_reports_a_broken_link(tmp_path: Path, files: dict[str, str], ex
     ("doc.md", "logs go to /home/alice/logs\n", "absolute machine path"),
     ("doc.md", "otelgate up --workdir /tmp/x\n", "absolute machine path"),
     ("mod.py", "# as prior-art.md says\n", "prior-art.md"),
+    ("Dockerfile", "COPY /work/main/x /x\n", "absolute machine path"),
     ("mod.py", '"""the ratio sampler (Kong reference 7.2)"""\n', "numbered pointer"),
     ("doc.md", "retried for 60 s (gotcha 16)\n", "numbered pointer"),
 ])
