@@ -357,17 +357,19 @@ def _attr_filters(request: Request) -> dict[str, str]:
 def query_routes(state: SinkState) -> list[Route]:
     config, store, faults = state.config, state.store, state.faults
 
+    # span reads normalize on demand (seconds for a full store): in a thread, so ingest keeps being answered
     async def spans(request: Request) -> Response:
         q = request.query_params
-        return JsonResponse(store.find_spans(q.get("trace_id") or None, q.get("service"), q.get("name"),
-                                             _attr_filters(request)))
+        found = await asyncio.to_thread(store.find_spans, q.get("trace_id") or None, q.get("service"),
+                                        q.get("name"), _attr_filters(request))
+        return await asyncio.to_thread(JsonResponse, found)
 
     async def traces(request: Request) -> Response:
-        return JsonResponse(store.trace_summaries())
+        return await asyncio.to_thread(lambda: JsonResponse(store.trace_summaries()))
 
     async def trace(request: Request) -> Response:
         trace_id = request.path_params["trace_id"].lower()
-        return JsonResponse({"trace_id": trace_id, "spans": store.trace(trace_id)})
+        return JsonResponse({"trace_id": trace_id, "spans": await asyncio.to_thread(store.trace, trace_id)})
 
     async def metrics(request: Request) -> Response:
         return JsonResponse(store.find_metric_points(request.query_params.get("name") or None,
@@ -388,7 +390,7 @@ def query_routes(state: SinkState) -> list[Route]:
         return JsonResponse({"reset": True})
 
     async def dump(request: Request) -> Response:
-        return JsonResponse(store.dump(config.profile))
+        return await asyncio.to_thread(lambda: JsonResponse(store.dump(config.profile)))
 
     async def load(request: Request) -> Response:
         try:

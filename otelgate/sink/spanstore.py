@@ -14,6 +14,7 @@ demand (``otelgate.otlp.normalize_span``), with a small cache of parsed blocks f
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -133,10 +134,29 @@ class CompactBlock:
                 offset += 1
         return found
 
-    def parse(self) -> list[tuple[Any, SpanContext]]:
+    def parse(self) -> ParsedBlock:
         request = trace_service_pb2.ExportTraceServiceRequest()
         request.ParseFromString(self.raw)
-        return [(span, context) for context, spans in span_blocks(request) for span in spans]
+        return ParsedBlock(request)
+
+
+class ParsedBlock:
+    """A decoded block; a span is wrapped as a Python object only when a read asks for it."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request  # keeps the repeated fields below alive
+        self.groups: list[tuple[Any, SpanContext]] = []  # (repeated spans, context) per ScopeSpans
+        self.starts: list[int] = []  # position of each group's first span
+        self.count = 0
+        for context, spans in span_blocks(request):
+            self.groups.append((spans, context))
+            self.starts.append(self.count)
+            self.count += len(spans)
+
+    def span(self, position: int) -> tuple[Any, SpanContext]:
+        group = bisect.bisect_right(self.starts, position) - 1
+        spans, context = self.groups[group]
+        return spans[position - self.starts[group]], context
 
 
 class DictBlock:
@@ -163,25 +183,25 @@ class _ParsedCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: OrderedDict[int, list[tuple[Any, SpanContext]]] = OrderedDict()
+        self._entries: OrderedDict[int, ParsedBlock] = OrderedDict()
         self._spans = 0
 
-    def get(self, block: CompactBlock) -> list[tuple[Any, SpanContext]]:
+    def get(self, block: CompactBlock) -> ParsedBlock:
         with self._lock:
             entry = self._entries.get(block.number)
             if entry is not None:
                 self._entries.move_to_end(block.number)
                 return entry
         entry = block.parse()
-        if len(entry) > CACHE_SPANS:
+        if entry.count > CACHE_SPANS:
             return entry
         with self._lock:
             if block.number not in self._entries:
                 self._entries[block.number] = entry
-                self._spans += len(entry)
+                self._spans += entry.count
             while len(self._entries) > CACHE_BLOCKS or self._spans > CACHE_SPANS:
                 _number, old = self._entries.popitem(last=False)
-                self._spans -= len(old)
+                self._spans -= old.count
         return entry
 
     def clear(self) -> None:
@@ -201,10 +221,11 @@ def materialize(block: Block, positions: Sequence[int], cache: _ParsedCache,
         return [block.items[p] for p in positions]
     parsed = cache.get(block)
     received_at = block.received_at
+    spans = [parsed.span(p) for p in positions]
     if name is not None or service is not None:  # cheap checks on the message before building the dict
-        positions = [p for p in positions if (name is None or parsed[p][0].name == name)
-                     and (service is None or parsed[p][1][0] == service)]
-    return [normalize_span(parsed[p][0], parsed[p][1], received_at) for p in positions]
+        spans = [(span, context) for span, context in spans
+                 if (name is None or span.name == name) and (service is None or context[0] == service)]
+    return [normalize_span(span, context, received_at) for span, context in spans]
 
 
 # ------------------------------------------------------------------------------------------------ the ring
