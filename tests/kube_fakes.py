@@ -1,6 +1,6 @@
-"""Fake ``kubectl``, ``helm`` and ``kind`` executables for the kind/external stack tests: each test writes them into a
-folder it puts first on PATH. They record every call (argv and stdin) and answer from a small JSON state the test
-scripts; nothing here shares code with what it judges (otelgate.stacks.*).
+"""Fake ``kubectl``, ``helm``, ``kind`` and ``docker`` executables for the kind/external stack tests: each test
+writes them into a folder it puts first on PATH. They record every call (argv and stdin) and answer from a small JSON
+state the test scripts; nothing here shares code with what it judges (otelgate.stacks.*).
 
 State keys (``state.json`` beside the executables):
 - ``collector_replicas``: the collector resource's spec.replicas. ``kubectl scale opentelemetrycollector/...``
@@ -16,6 +16,7 @@ State keys (``state.json`` beside the executables):
 - ``crds``: CRD names ``kubectl get crd`` finds (a cluster that already runs cert-manager / the Operator).
 - ``kubectl apply`` records the Namespaces it applies (with their labels); ``helm upgrade --install`` records a
   release (with its ``--labels``), as Helm's release Secret would.
+- ``docker_images``: tags ``docker image inspect`` finds; ``docker build --tag`` adds one.
 - ``forbid_cluster_secrets``: listing Secrets in all namespaces is forbidden (a user with namespace-scoped rights).
 """
 
@@ -210,13 +211,25 @@ sys.exit(0)
 '''
 
 
+_DOCKER = _COMMON + r'''
+argv, stdin = record("docker")
+state = load()
+if argv[:2] == ["image", "inspect"]:
+    sys.exit(0 if argv[2] in state.get("docker_images", []) else 1)
+if argv[:1] == ["build"]:
+    state.setdefault("docker_images", []).append(value(argv, "--tag"))
+    save(state)
+sys.exit(0)
+'''
+
+
 class FakeTools:
     """The fake executables in ``folder`` (put first on PATH by the test) and what they recorded."""
 
     def __init__(self, folder: Path, state: dict[str, Any] | None = None) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        for name, body in (("kubectl", _KUBECTL), ("helm", _HELM), ("kind", _KIND)):
+        for name, body in (("kubectl", _KUBECTL), ("helm", _HELM), ("kind", _KIND), ("docker", _DOCKER)):
             path = folder / name
             path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
             path.chmod(0o755)

@@ -367,3 +367,85 @@ def test_external_leaves_a_clusters_own_cert_manager_and_operator_alone(fakes: F
     assert [argv[1] for argv in fakes.argvs("helm") if argv[0] == "uninstall"] == ["otelgate-kong"]
     applied = " ".join(" ".join(argv) for argv in fakes.argvs("kubectl") if argv[0] == "apply")
     assert "cert-manager/namespace.yaml" not in applied and "operator-namespace.yaml" not in applied
+
+
+# --- a whole kind bring-up, in order ---------------------------------------------------------------------------------
+
+
+class _NodePorts:
+    """What kind's extraPortMappings would answer on the host: Kong's proxy (404 as Kong) and the sink's /healthz."""
+
+    def __init__(self) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200 if self.path == "/healthz" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def version_string(self) -> str:
+                return "kong/3.9.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.servers = [socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler) for _ in range(2)]
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.ports = [server.server_address[1] for server in self.servers]
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_kind_bring_up_runs_every_step_in_order_and_close_deletes_the_cluster(
+        fakes: FakeTools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KindStack.start end to end against the fakes: pytest-kubernetes creates the cluster with the rendered config
+    and the private kubeconfig, the sink image is built with --provenance=false and loaded, ownership is checked
+    before anything is applied, every addon is waited on, the instrumentation is reported; close deletes the cluster
+    it created. The host ports of a copy of the kind config point at two local listeners standing in for kind's port
+    mappings; the canary (real telemetry) is replaced by a recorder."""
+    import shutil
+
+    manifests = tmp_path / "manifests"
+    shutil.copytree(kind.KindOptions().manifests, manifests)
+    node_ports = _NodePorts()
+    config = (manifests / "kind" / "cluster.yaml").read_text()
+    config = config.replace("hostPort: 18080", f"hostPort: {node_ports.ports[0]}")
+    (manifests / "kind" / "cluster.yaml").write_text(config.replace("hostPort: 18081",
+                                                                    f"hostPort: {node_ports.ports[1]}"))
+    deployments = {
+        "otelgate": [rolled_out("otelgate-sink")],
+        "otelgate-cert-manager": [rolled_out(n) for n in ("cm", "cm-webhook", "cm-cainjector")],
+        "otelgate-operator": [rolled_out("otelgate-operator-opentelemetry-operator")],
+        "otelgate-observability": [rolled_out("kong-otel-collector")],
+        "otelgate-kong": [rolled_out("otelgate-kong-kong")],
+    }
+    fakes.state_path.write_text(json.dumps({"deployments": deployments, "pods": {"otelgate-demo": demo_pods()}}))
+    canaries: list[str] = []
+    monkeypatch.setattr(kind.KindStack, "_canary", lambda self: canaries.append(self.gateway_url))
+    try:
+        stack = kind.KindStack.start(kind_options(tmp_path, cluster_name="otelgate-t4", manifests=manifests,
+                                                  sink_image="otelgate-sink:t4"))
+        assert canaries == [f"http://127.0.0.1:{node_ports.ports[0]}"]
+        assert stack.created_cluster
+        stack.close()
+    finally:
+        node_ports.close()
+    kind_calls = [argv[:2] for argv in fakes.argvs("kind")]
+    assert kind_calls == [["get", "clusters"], ["create", "cluster"], ["load", "docker-image"],
+                          ["delete", "cluster"]]
+    assert fakes.argvs("docker")[1][:3] == ["build", "--provenance=false", "--tag"]
+    order = [c["tool"] + " " + " ".join(c["argv"][:3]) for c in fakes.calls() if c["tool"] in ("kind", "docker")
+             or (c["tool"] == "kubectl" and "apply" in c["argv"]) or (c["tool"] == "helm" and "upgrade" in c["argv"])]
+    assert order[:3] == ["kind get clusters", "kind create cluster --wait", "docker image inspect otelgate-sink:t4"]
+    assert order.index("docker build --provenance=false --tag") < order.index("kind load docker-image otelgate-sink:t4")
+    helm = [argv[2] for argv in fakes.argvs("helm") if argv[0] == "upgrade"]
+    assert helm == ["otelgate-cert-manager", "otelgate-operator", "otelgate-kong"]
+    assert {s.state for s in stack.instrumentation} == {"injected", "not injected", "crashed"}
+    assert fakes.state()["kind_clusters"] == []
