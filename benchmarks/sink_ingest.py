@@ -3,7 +3,8 @@
     python benchmarks/sink_ingest.py [--rounds 5] [--seconds 3] [--batches 512,8192] [--old-ref REF]
 
 Targets, each a child process measured over real HTTP by the same senders (``--senders`` processes, one keep-alive
-httpx connection each, pre-serialized Kong-like ExportTraceServiceRequests, no compression):
+connection each — a minimal HTTP/1.1 client on a raw socket, so the senders cost little CPU — posting
+pre-serialized Kong-like ExportTraceServiceRequests, no compression):
 - ``new``: ``otelgate sink --profile dynatrace`` of this tree (``--workers auto``), and ``new-w0`` with no workers;
 - ``old``: the same command run from a temporary ``git worktree`` of ``--old-ref`` (the last commit before the
   compact store), created under the temp dir and removed afterwards;
@@ -26,11 +27,13 @@ import argparse
 import functools
 import multiprocessing
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -64,19 +67,56 @@ KB = 1024
 # ------------------------------------------------------------------------------------------------ senders
 
 
-_CLIENTS: dict[str, httpx.Client] = {}
+_CONNECTIONS: dict[str, socket.socket] = {}
+
+
+def _request_bytes(url: str, body: bytes, headers: dict[str, str]) -> tuple[tuple[str, int], bytes]:
+    parts = urllib.parse.urlsplit(url)
+    assert parts.hostname and parts.port, url
+    lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.hostname}:{parts.port}",
+             *(f"{k}: {v}" for k, v in headers.items()), f"Content-Length: {len(body)}", "", ""]
+    return (parts.hostname, parts.port), "\r\n".join(lines).encode("latin-1") + body
+
+
+def _read_response(sock: socket.socket, pending: bytes) -> tuple[int, bytes]:
+    """Read one HTTP/1.1 response with a Content-Length body; returns (status, bytes left over)."""
+    while b"\r\n\r\n" not in pending:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        pending += chunk
+    head, _, rest = pending.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-body")
+        rest += chunk
+    if status != 200:
+        raise RuntimeError(f"answered {status}: {rest[:200]!r}")
+    return status, rest[length:]
 
 
 def _send_for(url: str, body: bytes, headers: dict[str, str], seconds: float) -> tuple[int, float]:
-    """In a sender process: POST ``body`` over one keep-alive connection for ``seconds``; (calls, elapsed)."""
-    client = _CLIENTS.get(url)
-    if client is None:
-        client = _CLIENTS[url] = httpx.Client(timeout=60)
-    calls, started = 0, time.perf_counter()
+    """In a sender process: POST ``body`` over one keep-alive connection for ``seconds``; (calls, elapsed).
+
+    A minimal HTTP/1.1 client on a raw socket (request bytes built once), so the senders cost little CPU next to
+    the server they measure: with httpx the four senders themselves limited the rate on 2 cores.
+    """
+    address, request = _request_bytes(url, body, headers)
+    sock = _CONNECTIONS.get(url)
+    if sock is None:
+        sock = _CONNECTIONS[url] = socket.create_connection(address, timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    calls, started, pending = 0, time.perf_counter(), b""
     while calls < 2 or time.perf_counter() - started < seconds:
-        response = client.post(url, content=body, headers=headers)
-        if response.status_code != 200:
-            raise RuntimeError(f"{url} answered {response.status_code}: {response.content[:200]!r}")
+        sock.sendall(request)
+        _status, pending = _read_response(sock, pending)
         calls += 1
     return calls, time.perf_counter() - started
 
