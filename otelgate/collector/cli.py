@@ -36,7 +36,7 @@ def collector_required() -> bool:
 def run(args: argparse.Namespace) -> int:
     # SIGTERM unwinds like Ctrl-C, so an interrupted build stops its go toolchain processes too
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
-    manifest = args.builder_config or paths.collector_manifest()
+    manifest = getattr(args, "builder_config", None) or paths.collector_manifest()
     if not manifest.is_file():
         print(f"otelgate collector: --builder-config {manifest}: no such file", file=sys.stderr)
         return 2
