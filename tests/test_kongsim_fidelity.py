@@ -262,3 +262,19 @@ def test_tracing_instrumentations_are_read_as_kong_reads_them() -> None:
         parse_instrumentations("router,tracing")
     with pytest.raises(ValueError, match="invalid tracing types: off, other types are mutually exclusive"):
         parse_instrumentations("off,router")
+
+
+def test_dns_failure_span_records_the_resolver_error() -> None:
+    # instrumentation.lua:296-304: on a failed lookup the kong.dns span gets record_error(<resolver error>) and
+    # status 2; record_error adds the event "exception" with {"exception.message": err} (kong/pdk/tracing.lua:370-378);
+    # the legacy client's NXDOMAIN text is "dns server error: 3 name error" (balancer/init.lua:382)
+    with running_stack(upstream_host="no-such-host.invalid") as st:
+        httpx.get(f"{st.proxy}/coupon/x", headers={"traceparent": f"00-{SAMPLED}-{PARENT}-01"}, timeout=10)
+        dns = poll_until(lambda: [s for s in st.otlp.spans() if s.name == "kong.dns"], bool,
+                         what="the kong.dns span", timeout=5, interval=0.05)[0]
+        spans = trace_spans(st, SAMPLED, 2)  # the request's spans travel in one batch with kong.dns
+    assert dns.status.code == 2
+    assert [(e.name, {kv.key: kv.value.string_value for kv in e.attributes}) for e in dns.events] == [
+        ("exception", {"exception.message": "dns server error: 3 name error"})]
+    # no try was made, so the pre-created balancer span is never linked (instrumentation.lua:88-97)
+    assert "kong" in names(spans) and "kong.balancer" not in names(spans)
