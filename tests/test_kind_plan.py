@@ -276,8 +276,11 @@ def test_prerequisites_find_tools_on_path(monkeypatch: pytest.MonkeyPatch, tmp_p
         path.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert kind.check_prerequisites(("kind", "kubectl", "helm")) == []
-    (tmp_path / "helm").write_text("#!/bin/sh\necho v3.19.0\n")
-    assert [m.split(":")[0] for m in kind.check_prerequisites(("kind", "kubectl", "helm"))] == ["helm"]
+    (tmp_path / "helm").write_text("#!/bin/sh\necho v3.13.0+g825e86f\n")
+    assert kind.check_prerequisites(("kind", "kubectl", "helm")) == []
+    (tmp_path / "helm").write_text("#!/bin/sh\necho v3.12.3+g3a31588\n")  # no --labels on upgrade yet
+    problems = kind.check_prerequisites(("kind", "kubectl", "helm"))
+    assert [m.split(":")[0] for m in problems] == ["helm"] and "--labels" in problems[0]
 
 
 def test_templates_are_rendered_with_the_token_only_where_the_placeholder_is(tmp_path: Path) -> None:

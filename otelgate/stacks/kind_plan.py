@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ INSTALL_HINTS: dict[str, str] = {
     "docker": "install Docker Engine or Docker Desktop and start it: https://docs.docker.com/get-docker/",
     "kind": "go install sigs.k8s.io/kind@v0.32.0  (or a release binary: https://kind.sigs.k8s.io/docs/user/quick-start/)",
     "kubectl": "https://kubernetes.io/docs/tasks/tools/  (any version within one minor of v1.36)",
-    "helm": "Helm 4 (the OpenTelemetry Operator chart requires it): https://helm.sh/docs/intro/install/  "
+    "helm": "Helm >= 3.13 (4.x recommended): https://helm.sh/docs/intro/install/  "
             "or: go install helm.sh/helm/v4/cmd/helm@v4.3.1",
 }
 KIND_TOOLS = ("docker", "kind", "kubectl", "helm")
@@ -191,6 +192,13 @@ def ownership_line() -> str:
             f"({', '.join(r.name for r in TOPOLOGY.releases)}) exists without the label otelgate.dev/owned-by=otelgate")
 
 
+def helm_too_old(version: str) -> bool:
+    """``helm version --short`` (``v3.19.0+g3d8990f``) older than 3.13, the first with ``--labels`` on install and
+    upgrade (helm/helm@v3.13.0 cmd/helm/upgrade.go; v3.12.0 has none), or unreadable."""
+    match = re.match(r"v(\d+)\.(\d+)", version)
+    return match is None or (int(match[1]), int(match[2])) < (3, 13)
+
+
 # --- prerequisites --------------------------------------------------------------------------------------------------
 
 
@@ -209,9 +217,9 @@ def check_prerequisites(tools: Sequence[str] = KIND_TOOLS) -> list[str]:
     if "helm" in tools and shutil.which("helm") is not None:
         version = subprocess.run(["helm", "version", "--short"], capture_output=True, text=True, timeout=20,
                                  check=False).stdout.strip()
-        if version.startswith("v3."):
-            missing.append(f"helm: {version} found; the OpenTelemetry Operator chart requires Helm 4 "
-                           f"({INSTALL_HINTS['helm']})")
+        if helm_too_old(version):
+            missing.append(f"helm: {version or 'no version'} found; otelgate labels its releases with "
+                           f"`--labels`, which Helm has since v3.13 ({INSTALL_HINTS['helm']})")
     if "kind" in tools:
         try:
             import pytest_kubernetes  # noqa: F401  (the kind cluster's lifecycle)
