@@ -67,9 +67,6 @@ KB = 1024
 # ------------------------------------------------------------------------------------------------ senders
 
 
-_CONNECTIONS: dict[str, socket.socket] = {}
-
-
 def _request_bytes(url: str, body: bytes, headers: dict[str, str]) -> tuple[tuple[str, int], bytes]:
     parts = urllib.parse.urlsplit(url)
     assert parts.hostname and parts.port, url
@@ -109,16 +106,15 @@ def _send_for(url: str, body: bytes, headers: dict[str, str], seconds: float) ->
     the server they measure: with httpx the four senders themselves limited the rate on 2 cores.
     """
     address, request = _request_bytes(url, body, headers)
-    sock = _CONNECTIONS.get(url)
-    if sock is None:
-        sock = _CONNECTIONS[url] = socket.create_connection(address, timeout=60)
+    # a fresh connection per measurement (servers close idle keep-alive connections between turns)
+    with socket.create_connection(address, timeout=120) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    calls, started, pending = 0, time.perf_counter(), b""
-    while calls < 2 or time.perf_counter() - started < seconds:
-        sock.sendall(request)
-        _status, pending = _read_response(sock, pending)
-        calls += 1
-    return calls, time.perf_counter() - started
+        calls, started, pending = 0, time.perf_counter(), b""
+        while calls < 2 or time.perf_counter() - started < seconds:
+            sock.sendall(request)
+            _status, pending = _read_response(sock, pending)
+            calls += 1
+        return calls, time.perf_counter() - started
 
 
 def http_rate(senders: ProcessPoolExecutor, count: int, url: str, body: bytes, headers: dict[str, str],
