@@ -25,14 +25,14 @@ from typing import Any
 import httpx
 import yaml
 
+from otelgate import paths
 from otelgate.controlplane import build, crds
 from otelgate.controlplane.certs import Credentials, make_credentials
 from otelgate.controlplane.kube import Kube, KubeApiError
 from otelgate.procs import ManagedProcess, free_port, wait_port_free
 from otelgate.waiting import poll_until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-OPERATOR_VALUES = REPO_ROOT / "manifests" / "otel" / "operator-values.yaml"
+OPERATOR_VALUES = paths.manifest("otel/operator-values.yaml")
 START_TIMEOUT_S = 120.0  # the API server's post-start hooks take ~10-40 s on 2 busy cores
 Progress = Callable[[str], None]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
+from otelgate import paths
 from otelgate.controlplane.kube import Kube, KubeApiError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO_ROOT / "manifests"
+MANIFESTS = paths.manifests_dir()
 NOT_APPLIED_GROUPS = ("kind.x-k8s.io/",)  # kind's cluster config is read by `kind create`, never applied
 # namespaced kinds first, the Operator's custom resources last (their webhooks need the rest in place)
 _ORDER = {"Namespace": 0, "CustomResourceDefinition": 0, "ServiceAccount": 1, "Secret": 1, "ConfigMap": 1,
