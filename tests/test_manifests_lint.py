@@ -110,8 +110,8 @@ def test_scrape_selector_that_matches_no_kong_pod(copy: Path) -> None:
 
 
 def test_frontend_route_kong_does_not_have(copy: Path) -> None:
-    proxy = "otelgate-kong-kong-proxy.otelgate-kong.svc.cluster.local:80"
-    edit(copy, "app/simple-demo.yaml", lambda docs: set_env(docs, "frontend", "COUPON_SERVICE_HOST", f"{proxy}/checkout"))
+    checkout = "otelgate-kong-kong-proxy.otelgate-kong.svc.cluster.local:80/checkout"
+    edit(copy, "app/simple-demo.yaml", lambda docs: set_env(docs, "frontend", "COUPON_SERVICE_HOST", checkout))
     only(lint_manifests(copy), "manifests/app/simple-demo.yaml", "COUPON_SERVICE_HOST", "/checkout/coupons",
          "matches no route")
 
