@@ -62,7 +62,8 @@ def example_failure(fault: str, suite: str) -> ExpectationFailed:
         return raised(expect_traces.assert_service_path, tree, claims.TRACE_PATH)
     if fault.startswith("prometheus status_code_metrics"):
         return ExpectationFailed("NOT_COUNTED", "20 requests sent, counted none",
-                                 evidence=claims.Evidence(expected=20, seen=0, facts={"metric": claims.REQUEST_COUNTER}))
+                                 evidence=claims.Evidence(expected=20, seen=0,
+                                                          facts={"metric": claims.REQUEST_COUNTER}))
     if fault.startswith("wrong Api-Token"):
         return raised(expect_metrics.assert_no_rejections,
                       [rejection(suite, 401, "UNAUTHENTICATED", "Token Authentication failed")], suite)
