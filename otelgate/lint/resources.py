@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from otelgate.controlplane.crds import lint_custom_resource
 from otelgate.lint.model import CollectorFacts, Manifests, pod_templates, receiver
 
 KUBERNETES_VERSION = "1.36.0"   # kind v0.32.0's node image (manifests/kind/cluster.yaml)
 CUSTOM_GROUPS = ("opentelemetry.io/", "kind.x-k8s.io/")
 INJECT_PREFIX = "instrumentation.opentelemetry.io/inject-"
 GO_TARGET_EXE = "instrumentation.opentelemetry.io/otel-go-auto-target-exe"
-SAMPLERS = {"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
-            "parentbased_traceidratio", "jaeger_remote", "parentbased_jaeger_remote", "xray"}
-PROPAGATORS = {"tracecontext", "baggage", "b3", "b3multi", "jaeger", "xray", "ottrace", "none"}
+OPERATOR_GROUP = "opentelemetry.io/"
 
 
 def check_schemas(m: Manifests, kubernetes_version: str = KUBERNETES_VERSION) -> None:
@@ -22,6 +21,10 @@ def check_schemas(m: Manifests, kubernetes_version: str = KUBERNETES_VERSION) ->
 
     for doc in m.docs:
         api = str(doc.body.get("apiVersion", ""))
+        if api.startswith(OPERATOR_GROUP):  # the Operator's CRD schemas, at the pinned version (offline, cached)
+            for problem in lint_custom_resource(doc.body):
+                m.add(doc.file, problem)
+            continue
         if not api or not doc.kind or api.startswith(CUSTOM_GROUPS):
             continue
         try:
@@ -52,13 +55,10 @@ def _image_pinned(image: Any) -> str | None:
 
 def check_collector_resource(m: Manifests, c: CollectorFacts) -> None:
     doc = next(d for d in m.objects("OpenTelemetryCollector"))
-    api = str(doc.body.get("apiVersion"))
-    if api != "opentelemetry.io/v1beta1":
-        m.add(c.file, f"OpenTelemetryCollector/{c.name}: apiVersion {api}; the Operator 0.158 stores v1beta1 "
-                      f"(spec.config as structured YAML)")
-    mode = c.spec.get("mode", "deployment")
-    if mode not in ("deployment", "daemonset", "statefulset", "sidecar"):
-        m.add(c.file, f"OpenTelemetryCollector/{c.name}: spec.mode {mode!r} is not one the Operator knows")
+    # apiVersion, field names, types and enums (spec.mode, ...) are the CRD schema's, checked in check_schemas
+    if str(doc.body.get("apiVersion")) != "opentelemetry.io/v1beta1":
+        m.add(c.file, f"OpenTelemetryCollector/{c.name}: apiVersion {doc.body.get('apiVersion')}; otelgate reads "
+                      f"spec.config as structured YAML (v1beta1)")
     if problem := _image_pinned(c.spec.get("image")):
         m.add(c.file, f"OpenTelemetryCollector/{c.name}: spec.image {problem}")
     elif "contrib" not in str(c.spec.get("image")) and receiver(c.config, ("tcp_log", "tcplog")) is not None:
@@ -91,19 +91,14 @@ def check_instrumentation(m: Manifests) -> None:
     for doc in m.objects("Instrumentation"):
         spec = doc.body.get("spec") or {}
         where = f"Instrumentation/{doc.name}"
-        if str(doc.body.get("apiVersion")) != "opentelemetry.io/v1alpha1":
-            m.add(doc.file, f"{where}: apiVersion {doc.body.get('apiVersion')}; the Operator serves only v1alpha1")
+        # apiVersion, field names, types and the propagator / sampler enums: the CRD schema, in check_schemas
         if not (spec.get("exporter") or {}).get("endpoint"):
             m.add(doc.file, f"{where}: spec.exporter.endpoint is missing")
         propagators = list(spec.get("propagators") or [])
-        if unknown := [p for p in propagators if p not in PROPAGATORS]:
-            m.add(doc.file, f"{where}: unknown propagators {unknown}")
         for needed in ("tracecontext", "baggage"):
             if needed not in propagators:
                 m.add(doc.file, f"{where}: propagators {propagators} lack {needed} (W3C, what Kong injects)")
         sampler = spec.get("sampler") or {}
-        if sampler.get("type") not in SAMPLERS:
-            m.add(doc.file, f"{where}: sampler.type {sampler.get('type')!r} is not one of the Operator's samplers")
         if "ratio" in str(sampler.get("type")):
             try:
                 if not 0.0 <= float(str(sampler.get("argument"))) <= 1.0:
