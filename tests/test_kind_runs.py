@@ -219,6 +219,18 @@ def test_membership_service_routes_to_it_while_its_agent_crashes() -> None:
     assert service["spec"]["publishNotReadyAddresses"] is True
 
 
+def everything_ready() -> dict[str, Any]:
+    """Fake state of a cluster where every addon is rolled out and the demo pods run (see demo_pods)."""
+    deployments = {
+        "otelgate": [rolled_out("otelgate-sink")],
+        "otelgate-cert-manager": [rolled_out(n) for n in ("cm", "cm-webhook", "cm-cainjector")],
+        "otelgate-operator": [rolled_out("otelgate-operator-opentelemetry-operator")],
+        "otelgate-observability": [rolled_out("kong-otel-collector")],
+        "otelgate-kong": [rolled_out("otelgate-kong-kong")],
+    }
+    return {"deployments": deployments, "pods": {"otelgate-demo": demo_pods()}}
+
+
 # --- (7) ownership --------------------------------------------------------------------------------------------------
 
 
@@ -314,14 +326,7 @@ def test_external_bring_up_runs_every_step_in_order_and_close_removes_it(fakes: 
     """ExternalStack.start end to end against the fakes (everything answers ready; the canary, which needs real
     telemetry, is replaced by a recorder): the order of the commands, the token only on stdin, the labels, the
     port-forwards, the report, then close removing exactly what it installed."""
-    deployments = {
-        "otelgate": [rolled_out("otelgate-sink")],
-        "otelgate-cert-manager": [rolled_out(n) for n in ("cm", "cm-webhook", "cm-cainjector")],
-        "otelgate-operator": [rolled_out("otelgate-operator-opentelemetry-operator")],
-        "otelgate-observability": [rolled_out("kong-otel-collector")],
-        "otelgate-kong": [rolled_out("otelgate-kong-kong")],
-    }
-    fakes.state_path.write_text(json.dumps({"deployments": deployments, "pods": {"otelgate-demo": demo_pods()}}))
+    fakes.state_path.write_text(json.dumps(everything_ready()))
     canaries: list[str] = []
     monkeypatch.setattr(external.ExternalStack, "_canary", lambda self: canaries.append(self.gateway_url))
     stack = external.ExternalStack.start(external_options(tmp_path))
@@ -419,14 +424,7 @@ def test_kind_bring_up_runs_every_step_in_order_and_close_deletes_the_cluster(
     config = config.replace("hostPort: 18080", f"hostPort: {node_ports.ports[0]}")
     (manifests / "kind" / "cluster.yaml").write_text(config.replace("hostPort: 18081",
                                                                     f"hostPort: {node_ports.ports[1]}"))
-    deployments = {
-        "otelgate": [rolled_out("otelgate-sink")],
-        "otelgate-cert-manager": [rolled_out(n) for n in ("cm", "cm-webhook", "cm-cainjector")],
-        "otelgate-operator": [rolled_out("otelgate-operator-opentelemetry-operator")],
-        "otelgate-observability": [rolled_out("kong-otel-collector")],
-        "otelgate-kong": [rolled_out("otelgate-kong-kong")],
-    }
-    fakes.state_path.write_text(json.dumps({"deployments": deployments, "pods": {"otelgate-demo": demo_pods()}}))
+    fakes.state_path.write_text(json.dumps(everything_ready()))
     canaries: list[str] = []
     monkeypatch.setattr(kind.KindStack, "_canary", lambda self: canaries.append(self.gateway_url))
     try:

@@ -13,7 +13,6 @@ ownership label; it refuses to touch a same-named namespace or release without i
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -21,8 +20,8 @@ from typing import Any
 from otelgate.cluster_topology import OWNER_LABEL, TOPOLOGY
 from otelgate.stacks import kind_addons as ka
 from otelgate.stacks.base import StackOptions, StackStartError
-from otelgate.stacks.kind import KindStack, run_up
-from otelgate.stacks.kind_plan import KindOptions, addon_lines, check_prerequisites, context, ownership_line
+from otelgate.stacks.kind import KindStack, KindStackModule
+from otelgate.stacks.kind_plan import KindOptions, addon_lines, context, ownership_line
 from otelgate.stacks.kube import CommandFailed, PortForward, Runner, owned
 from otelgate.waiting import poll_until
 
@@ -175,29 +174,18 @@ def remove_owned(runner: Runner, installed: list[ka.Addon], *, say: Any = print)
             say(f"namespace {namespace}: delete failed (continuing): {exc}")
 
 
-class ExternalStackModule:
+class ExternalStackModule(KindStackModule):
     """The external stack's :class:`otelgate.stacks.base.StackModule`."""
 
     name = "external"
+    tools = EXTERNAL_TOOLS
+    external = True
+
+    def stack_class(self) -> type[KindStack]:
+        return ExternalStack
 
     def plan(self, options: StackOptions) -> list[str]:
-        return plan(KindOptions.from_stack_options(options, external=True))
-
-    def check_prerequisites(self, options: StackOptions) -> list[str]:
-        return check_prerequisites(EXTERNAL_TOOLS)
-
-    def start(self, options: StackOptions) -> ExternalStack:
-        missing = self.check_prerequisites(options)
-        if missing:
-            raise StackStartError("the external stack cannot start:\n  " + "\n  ".join(missing))
-        return ExternalStack.start(KindOptions.from_stack_options(options, external=True))
-
-    def up(self, options: StackOptions, status_interval: float) -> int:
-        missing = self.check_prerequisites(options)
-        if missing:
-            print("\n".join(f"missing: {line}" for line in missing), file=sys.stderr, flush=True)
-            return 1
-        return run_up(lambda: self.start(options), status_interval)
+        return plan(self.options(options))
 
 
 STACK = ExternalStackModule()

@@ -504,21 +504,29 @@ def run_up(start: Callable[[], KindStack], status_interval: float) -> int:
 
 
 class KindStackModule:
-    """The kind stack's :class:`otelgate.stacks.base.StackModule`."""
+    """The kind stack's :class:`otelgate.stacks.base.StackModule` (the external stack's derives from it)."""
 
     name = "kind"
+    tools: tuple[str, ...] = KIND_TOOLS
+    external = False
+
+    def options(self, options: StackOptions) -> KindOptions:
+        return KindOptions.from_stack_options(options, external=self.external)
+
+    def stack_class(self) -> type[KindStack]:
+        return KindStack
 
     def plan(self, options: StackOptions) -> list[str]:
-        return plan(KindOptions.from_stack_options(options))
+        return plan(self.options(options))
 
     def check_prerequisites(self, options: StackOptions) -> list[str]:
-        return check_prerequisites(KIND_TOOLS)
+        return check_prerequisites(self.tools)
 
     def start(self, options: StackOptions) -> KindStack:
         missing = self.check_prerequisites(options)
         if missing:
-            raise StackStartError("the kind stack cannot start:\n  " + "\n  ".join(missing))
-        return KindStack.start(KindOptions.from_stack_options(options))
+            raise StackStartError(f"the {self.name} stack cannot start:\n  " + "\n  ".join(missing))
+        return self.stack_class().start(self.options(options))
 
     def up(self, options: StackOptions, status_interval: float) -> int:
         missing = self.check_prerequisites(options)
