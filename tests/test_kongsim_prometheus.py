@@ -142,11 +142,12 @@ def test_le_formatting_sparse_buckets_and_lua_numbers() -> None:
     registry.observe("kong_latency_ms", ("svc", "rt", "default"), 3)
     registry.observe("kong_latency_ms", ("svc", "rt", "default"), 2500)
     text = registry.exposition(NodeStats(0, 0, 0, 0, 0), plugin_enabled=True)
-    buckets = [line for line in text.splitlines() if line.startswith("kong_kong_latency_ms_bucket")]
-    assert [re.search(r'le="([^"]+)"', b)[1] for b in buckets] == \
+    buckets = [sample for sample in promtext.samples(text) if sample.name == "kong_kong_latency_ms_bucket"]
+    assert [bucket.labels["le"] for bucket in buckets] == \
         ["5", "7", "10", "15", "20", "30", "50", "75", "100", "200", "500", "750", "1000", "3000", "6000", "+Inf"]
-    values = {re.search(r'le="([^"]+)"', b)[1]: b.rsplit(" ", 1)[1] for b in buckets}  # type: ignore[index]
-    assert (values["5"], values["1000"], values["3000"], values["+Inf"]) == ("1", "1", "2", "2")
+    values = {bucket.labels["le"]: bucket.value for bucket in buckets}
+    assert (values["5"], values["1000"], values["3000"], values["+Inf"]) == (1, 1, 2, 2)
+    assert 'kong_kong_latency_ms_bucket{service="svc",route="rt",workspace="default",le="5"} 1' in text  # literally
     assert 'kong_kong_latency_ms_sum{service="svc",route="rt",workspace="default"} 2503' in text
 
 
