@@ -151,3 +151,16 @@ def test_staging_replaces_are_read_from_the_kubernetes_go_mod(tmp_path: Path) ->
     (tmp_path / "go.mod").write_text("module k8s.io/kubernetes\nreplace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n"
                                      "\tk8s.io/client-go => ./staging/src/k8s.io/client-go\n\tfoo => bar v1\n)\n")
     assert staging_modules(tmp_path) == ["k8s.io/api", "k8s.io/client-go"]
+
+
+def test_otelgate_lint_names_a_crd_schema_fault(tmp_path: Path) -> None:
+    import shutil
+
+    from otelgate.lint import lint_manifests
+
+    root = tmp_path / "manifests"
+    shutil.copytree(ROOT / "manifests", root)
+    path = root / "otel" / "instrumentation.yaml"
+    path.write_text(path.read_text().replace("  sampler:\n", "  sampler:\n    ratio: 0.5\n", 1))
+    findings = [str(f) for f in lint_manifests(root)]
+    assert any('unknown field "spec.sampler.ratio"' in f and "CRD schema" in f for f in findings), findings
