@@ -1,8 +1,9 @@
 """The collector config of the cluster, made runnable on 127.0.0.1 with a small, explicit list of rewrites.
 
 ``manifests/otel/collector.yaml`` holds the ``OpenTelemetryCollector`` resource of the deployment. The local stack
-runs its ``spec.config`` unchanged except at the keys of :data:`REWRITES` (a test proves it). Two fault knobs,
-``drop_processors`` and ``exporter_token``, exist for negative controls only and are outside that guarantee.
+runs its ``spec.config`` unchanged except at the keys of :data:`REWRITES` (a test proves it). Three fault knobs,
+``drop_processors``, ``exporter_token`` and ``exporter_settings``, exist for negative controls only and are outside
+that guarantee.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def derive_local_config(
     kong_status_target: str,
     drop_processors: Iterable[str] = (),
     exporter_token: str | None = None,
+    exporter_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The resource's config with only the :data:`REWRITES` applied (plus the fault knobs, when used).
 
@@ -163,6 +165,8 @@ def derive_local_config(
         _drop_processors(config, set(drop_processors))
     if exporter_token is not None:
         _set_exporter_token(config, exporter_token)
+    if exporter_settings:
+        _merge_exporter_settings(config, exporter_settings)
     return config
 
 
@@ -232,6 +236,21 @@ def _set_exporter_token(config: dict[str, Any], token: str) -> None:
     for exp_id, exp in (config.get("exporters") or {}).items():
         if component_type(exp_id) in OTLP_HTTP_EXPORTER:
             _mapping(config["exporters"], exp_id, exp).setdefault("headers", {})["Authorization"] = f"Api-Token {token}"
+
+
+def _merge_exporter_settings(config: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    """Fault/measurement knob: deep-merge ``settings`` into every otlp_http exporter (e.g. a smaller
+    ``sending_queue`` or ``retry_on_failure.enabled: false``)."""
+    def merge(into: dict[str, Any], changes: Mapping[str, Any]) -> None:
+        for key, value in changes.items():
+            if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = copy.deepcopy(dict(value)) if isinstance(value, Mapping) else value
+
+    for exp_id, exp in (config.get("exporters") or {}).items():
+        if component_type(exp_id) in OTLP_HTTP_EXPORTER:
+            merge(_mapping(config["exporters"], exp_id, exp), settings)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -31,6 +31,8 @@ class StackSettings:
     drop_processors: tuple[str, ...] = ()       # processor ids removed from every pipeline (e.g. "cumulative_to_delta")
     exporter_token: str | None = None           # token the collector sends (None = the sink's real token)
     collector_running: bool = True              # False stops the collector (the "collector down mid-run" control)
+    # Keys deep-merged into every otlp_http exporter, e.g. {"retry_on_failure": {"enabled": False}} (resilience)
+    exporter_settings: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> StackSettings:
         return replace(self, **changes)
@@ -52,7 +54,7 @@ URL_COLLECTOR_METRICS = "collector own metrics"     # the collector's service.te
 # collector (a new collector).
 KONG_SIDE = frozenset({"sampling_rate", "kong_plugin_config"})
 KONG_RESTART = frozenset({"tracing_sampling_rate"})
-COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_running"})
+COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_running", "exporter_settings"})
 
 
 @runtime_checkable

@@ -277,6 +277,7 @@ class LocalStack:
             kong_status_target=f"{HOST}:{self.ports.kong_status}",
             drop_processors=self.settings.drop_processors,
             exporter_token=self.settings.exporter_token,
+            exporter_settings=self.settings.exporter_settings,
         )
 
     def _stop_collector(self) -> list[str]:

@@ -220,6 +220,7 @@ def derive_collector_config(resource: Mapping[str, Any], settings: StackSettings
         kong_status_target=f"kong:{KONG_STATUS_PORT}",
         drop_processors=settings.drop_processors,
         exporter_token=settings.exporter_token,
+        exporter_settings=settings.exporter_settings,
     )
     return _listen_on_all_interfaces(config)
 
