@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,29 +66,57 @@ def send(
     *,
     headers_per_request: Sequence[Mapping[str, str]] | None = None,
     timeout: float = 10.0,
+    concurrency: int = 1,
 ) -> Traffic:
-    """GET ``path`` ``count`` times, sequentially, each with its own timeout."""
+    """GET ``path`` ``count`` times, each with its own timeout; ``concurrency`` requests in flight at once (the
+    answers are recorded in request order either way)."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if journal is not None:
-        return journal.traffic(path, count, lambda: _send(gateway_url, path, count, headers_per_request, timeout))
-    return _send(gateway_url, path, count, headers_per_request, timeout)
+        return journal.traffic(path, count, lambda: _send(gateway_url, path, count, headers_per_request, timeout,
+                                                          concurrency))
+    return _send(gateway_url, path, count, headers_per_request, timeout, concurrency)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    traceparent: str = ""
+    request_id: str | None = None
+
+
+def _one(client: httpx.Client, path: str, headers: dict[str, str]) -> _Answer:
+    began = time.perf_counter()
+    try:
+        response = client.get(path, headers=headers)
+    except httpx.HTTPError as exc:
+        return _Answer(error=f"{type(exc).__name__}: {exc}")
+    return _Answer(response.status_code, None, (time.perf_counter() - began) * 1000, headers.get("traceparent", ""),
+                   response.headers.get(REQUEST_ID_HEADER))
 
 
 def _send(gateway_url: str, path: str, count: int, headers_per_request: Sequence[Mapping[str, str]] | None,
-          timeout: float) -> Traffic:
+          timeout: float, concurrency: int = 1) -> Traffic:
     traffic = Traffic(path=path, started_ns=time.time_ns())
-    with httpx.Client(base_url=gateway_url, timeout=httpx.Timeout(timeout)) as client:
-        for index in range(count):
-            headers = dict(headers_per_request[index]) if headers_per_request else {}
-            began = time.perf_counter()
-            try:
-                response = client.get(path, headers=headers)
-            except httpx.HTTPError as exc:
-                traffic.errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            traffic.latencies_ms.append((time.perf_counter() - began) * 1000)
-            traffic.statuses.append(response.status_code)
-            traffic.traceparents.append(headers.get("traceparent", ""))
-            if REQUEST_ID_HEADER in response.headers:
-                traffic.request_ids.append(response.headers[REQUEST_ID_HEADER])
+    headers = [dict(headers_per_request[index]) if headers_per_request else {} for index in range(count)]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=gateway_url, timeout=httpx.Timeout(timeout), limits=limits) as client:
+        if concurrency == 1:
+            answers = [_one(client, path, h) for h in headers]
+        else:
+            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="otelgate-traffic") as pool:
+                answers = list(pool.map(lambda h: _one(client, path, h), headers))
+    for answer in answers:
+        if answer.error is not None:
+            traffic.errors.append(answer.error)
+            continue
+        assert answer.status is not None
+        traffic.latencies_ms.append(answer.latency_ms)
+        traffic.statuses.append(answer.status)
+        traffic.traceparents.append(answer.traceparent)
+        if answer.request_id is not None:
+            traffic.request_ids.append(answer.request_id)
     traffic.ended_ns = time.time_ns()
     return traffic
