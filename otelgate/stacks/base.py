@@ -8,7 +8,7 @@ import json
 import secrets
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -35,7 +35,15 @@ class StackSettings:
     exporter_settings: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> StackSettings:
+        """These settings with ``changes`` applied; an unknown name is a ValueError that lists the known ones."""
+        known = {f.name for f in fields(self)}
+        if unknown := set(changes) - known:
+            raise ValueError(f"unknown stack settings {sorted(unknown)}; known: {sorted(known)}")
         return replace(self, **changes)
+
+    def differs_in(self, other: StackSettings) -> frozenset[str]:
+        """The names of the settings whose value is different in ``other``."""
+        return frozenset(f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name))
 
     def kong_plugin_overrides(self) -> dict[str, dict[str, Any]]:
         """What these settings change in kong.yaml's plugins (``kongconfig.derive_kong_config(plugin_overrides=)``):

@@ -404,12 +404,8 @@ class LocalStack:
         (``drop_processors``, ``exporter_token``, ``collector_running``): the collector restarts with the
         re-derived config (or stays stopped).
         """
-        unknown = set(changes) - set(StackSettings.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown stack settings {sorted(unknown)}; known: "
-                             f"{sorted(StackSettings.__dataclass_fields__)}")
         new = self.settings.with_changes(**changes)
-        changed = {key for key in changes if getattr(new, key) != getattr(self.settings, key)}
+        changed = self.settings.differs_in(new)
         previous, self.settings = self.settings, new
         try:
             if changed & COLLECTOR_SIDE:

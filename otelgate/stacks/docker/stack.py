@@ -349,12 +349,8 @@ class DockerStack:
         Collector-side: the collector container is replaced with the re-derived config (or stays away when
         ``collector_running`` is False).
         """
-        unknown = set(changes) - set(StackSettings.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown stack settings {sorted(unknown)}; known: "
-                             f"{sorted(StackSettings.__dataclass_fields__)}")
         new = self.settings.with_changes(**changes)
-        changed = {key for key in changes if getattr(new, key) != getattr(self.settings, key)}
+        changed = self.settings.differs_in(new)
         if not changed:
             return
         previous, previous_specs = self.settings, self.specs
