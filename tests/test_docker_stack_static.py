@@ -95,7 +95,7 @@ def test_collector_image_is_the_resources_contrib_image(specs: list[ds.Container
 
 
 def test_sink_and_demo_services_use_the_project_image(specs: list[ds.ContainerSpec]) -> None:
-    from otelgate.stacks.kind_addons import sink_image_tag
+    from otelgate.sinkimage import sink_image_tag
 
     if os.environ.get("OTELGATE_SINK_IMAGE"):
         pytest.skip("OTELGATE_SINK_IMAGE overrides the built image")

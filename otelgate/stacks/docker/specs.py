@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from otelgate import paths, topology
+from otelgate.sinkimage import sink_image_tag
 from otelgate.stacks.base import StackSettings
 
 REPO_ROOT = paths.BUNDLE_ROOT  # the image build context in a checkout (Dockerfile); a wheel has none
@@ -274,12 +275,11 @@ KONG_DOCKER_ENV: dict[str, str] = {
 
 
 def sink_image() -> tuple[str, ImageBuild | None]:
-    """``OTELGATE_SINK_IMAGE`` if set (used as is), else the kind stack's content-hashed tag, built here."""
+    """``OTELGATE_SINK_IMAGE`` if set (used as is), else the content-hashed tag (:mod:`otelgate.sinkimage`), built
+    here."""
     override = os.environ.get("OTELGATE_SINK_IMAGE")
     if override:
         return override, None
-    from otelgate.stacks.kind_addons import sink_image_tag
-
     tag = sink_image_tag(REPO_ROOT)
     return tag, ImageBuild(context=REPO_ROOT, dockerfile=DOCKERFILE.name, tag=tag)
 
