@@ -14,7 +14,6 @@ with the agent's last log lines) is *reported* by :func:`instrumentation_report`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ from otelgate.cluster_topology import (
     instrumentation_identity,
     load_yaml_docs,
 )
+from otelgate.sinkimage import sink_image_tag as sink_image_tag  # re-exported: kind_plan and its tests
 from otelgate.stacks.kube import CommandFailed, Runner, Step
 
 INSTRUMENTATION_ANNOTATION = "instrumentation.opentelemetry.io/inject-"
@@ -140,26 +140,6 @@ def manifest_deployment_name(manifests: Path) -> str | None:
         if env.get("name") == "KONG_DEPLOYMENT_NAME" and "value" in env:
             return str(env["value"])
     return None
-
-
-def sink_image_tag(root: Path) -> str:
-    """``otelgate-sink:<version>-<hash of what goes into the image>``: a rebuilt image always gets a new tag, so a
-    kept cluster never runs a stale sink under a reused name (and nothing relies on :latest). ``root`` is the
-    checkout holding the Dockerfile."""
-    digest = hashlib.sha256()
-    files = [root / "Dockerfile", root / "pyproject.toml",
-             *sorted(p for p in (root / "otelgate").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
-    for path in files:
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return f"otelgate-sink:{_pyproject_version(root)}-{digest.hexdigest()[:12]}"
-
-
-def _pyproject_version(root: Path) -> str:
-    for line in (root / "pyproject.toml").read_text().splitlines():
-        if line.startswith("version"):
-            return line.split("=", 1)[1].strip().strip("\"'")
-    return "0"
 
 
 # --- readiness -----------------------------------------------------------------------------------------------------
