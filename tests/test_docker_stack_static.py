@@ -106,6 +106,17 @@ def test_sink_and_demo_services_use_the_project_image(specs: list[ds.ContainerSp
         assert s.build is not None and s.build.context == REPO and (REPO / s.build.dockerfile).is_file()
 
 
+def test_a_given_sink_image_is_used_as_is_and_never_built() -> None:
+    """``--sink-image`` (StackOptions.sink_image) names a built image: every container of the project's image runs it
+    and nothing is built; the dry run says where it came from."""
+    ref = "registry.example/otelgate-sink:given"
+    for name in ("sink", *ds.DEMO_SERVICES):
+        s = spec(ds.container_specs(sink_image_ref=ref), name)
+        assert (s.image, s.build) == (ref, None), name
+    plan = docker_cli.plan(sink_image=ref)
+    assert any(ref in line and "not built" in line for line in plan), plan
+
+
 def test_the_image_provides_what_the_commands_run(specs: list[ds.ContainerSpec]) -> None:
     """The sink's command relies on the Dockerfile's ENTRYPOINT; the demo services on the instrumentation wrapper
     being installed with the project (``pip install .`` in the Dockerfile)."""

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="reuse the kind cluster between runs and keep it afterwards")
     cluster.add_argument("--kubeconfig", type=Path, default=None, help="external: kubeconfig of the target cluster")
     cluster.add_argument("--sink-image", default=None,
-                         help="external: sink image reference the cluster can pull (default: build and load it)")
+                         help="docker, external: a built sink image to use (default: build it; a cluster must be "
+                         "able to pull it)")
 
 
 def options_from(args: argparse.Namespace) -> StackOptions:

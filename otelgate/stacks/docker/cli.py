@@ -73,10 +73,10 @@ def _rewrite_lines(settings: StackSettings, specs: Sequence[ContainerSpec]) -> l
     return lines
 
 
-def plan(settings: StackSettings | None = None) -> list[str]:
+def plan(settings: StackSettings | None = None, sink_image: str | None = None) -> list[str]:
     """What ``DockerStack.start`` would do, in order (``otelgate up --stack docker --dry-run``)."""
     settings = settings or StackSettings()
-    specs = container_specs(settings)
+    specs = container_specs(settings, sink_image_ref=sink_image)
     builds = {spec.build.tag: spec.build for spec in specs if spec.build}
     pulls = sorted({spec.image for spec in specs if spec.build is None})
     lines = ["docker stack plan (testcontainers-python; nothing is started by --dry-run):",
@@ -89,7 +89,8 @@ def plan(settings: StackSettings | None = None) -> list[str]:
                      ".dockerignore applies) unless the tag exists; the tag hashes what goes into the image")
         step += 1
     if not builds:
-        lines.append(f"{step}. image {spec_by_name(specs, 'sink').image}: from OTELGATE_SINK_IMAGE, not built")
+        sink = spec_by_name(specs, "sink").image
+        lines.append(f"{step}. image {sink}: from --sink-image / OTELGATE_SINK_IMAGE, not built")
         step += 1
     lines.append(f"{step}. images pulled if missing: {', '.join(pulls)}")
     step += 1
@@ -110,7 +111,7 @@ def plan(settings: StackSettings | None = None) -> list[str]:
     return lines
 
 
-def check_prerequisites() -> list[str]:
+def check_prerequisites(sink_image: str | None = None) -> list[str]:
     """What would stop the docker stack from starting (empty when it can start)."""
     problems: list[str] = []
     for module in ("testcontainers", "docker"):
@@ -124,12 +125,12 @@ def check_prerequisites() -> list[str]:
     for path in (KONG_YAML, KONG_VALUES, COLLECTOR_YAML):
         if not path.is_file():
             problems.append(f"{path} is missing")
-    if not os.environ.get("OTELGATE_SINK_IMAGE") and not DOCKERFILE.is_file():
-        problems.append(f"{DOCKERFILE} is missing: run from an otelgate source checkout, or set OTELGATE_SINK_IMAGE "
-                        "to a built otelgate image")
+    if not (sink_image or os.environ.get("OTELGATE_SINK_IMAGE")) and not DOCKERFILE.is_file():
+        problems.append(f"{DOCKERFILE} is missing: run from an otelgate source checkout, or pass --sink-image (or set "
+                        "OTELGATE_SINK_IMAGE) with a built otelgate image")
     if not problems:
         try:
-            container_specs()
+            container_specs(sink_image_ref=sink_image)
         except Exception as exc:  # a broken manifest fails here, before any image is pulled
             problems.append(f"the container specs cannot be derived from the manifests: {exc}")
     return problems
@@ -141,7 +142,7 @@ def up(options: StackOptions, status_interval: float) -> int:
     stop_on_signals()
     print(f"starting the docker stack (real Kong, the collector image, the sink); logs in {workdir}", flush=True)
     try:
-        stack = DockerStack.start(options.settings, workdir, keep=options.keep)
+        stack = DockerStack.start(options.settings, workdir, keep=options.keep, sink_image=options.sink_image)
     except KeyboardInterrupt:
         print("interrupted during bring-up; every container started was removed", file=sys.stderr)
         return 130
@@ -160,7 +161,8 @@ def up(options: StackOptions, status_interval: float) -> int:
     return 0
 
 
-STACK = StackEntry("docker", MANIFESTS, plan_lines=lambda options: plan(options.settings),
-                   problems=lambda _options: check_prerequisites(),
-                   bring_up=lambda options: DockerStack.start(options.settings, options.workdir, keep=options.keep),
+STACK = StackEntry("docker", MANIFESTS, plan_lines=lambda options: plan(options.settings, options.sink_image),
+                   problems=lambda options: check_prerequisites(options.sink_image),
+                   bring_up=lambda options: DockerStack.start(options.settings, options.workdir, keep=options.keep,
+                                                              sink_image=options.sink_image),
                    serve=up)

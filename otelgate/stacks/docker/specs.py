@@ -274,10 +274,10 @@ KONG_DOCKER_ENV: dict[str, str] = {
 }
 
 
-def sink_image() -> tuple[str, ImageBuild | None]:
-    """``OTELGATE_SINK_IMAGE`` if set (used as is), else the content-hashed tag (:mod:`otelgate.sinkimage`), built
-    here."""
-    override = os.environ.get("OTELGATE_SINK_IMAGE")
+def sink_image(reference: str | None = None) -> tuple[str, ImageBuild | None]:
+    """``reference`` (``--sink-image``), else ``OTELGATE_SINK_IMAGE``, used as is; else the content-hashed tag
+    (:mod:`otelgate.sinkimage`), built here."""
+    override = reference or os.environ.get("OTELGATE_SINK_IMAGE")
     if override:
         return override, None
     tag = sink_image_tag(REPO_ROOT)
@@ -306,6 +306,7 @@ def container_specs(
     kong_yaml: Path = KONG_YAML,
     collector_yaml: Path = COLLECTOR_YAML,
     kong_values: Path = KONG_VALUES,
+    sink_image_ref: str | None = None,
 ) -> list[ContainerSpec]:
     """The containers of the docker stack, in start order: sink, collector, demo services, Kong."""
     from otelgate.collector import load_collector_resource, local_env
@@ -316,7 +317,7 @@ def container_specs(
     collector_config = derive_collector_config(resource, settings)
     kong_config = derive_kong_config(settings, collector_ports, kong_yaml)
     kong_image, kong_env = kong_image_and_env(kong_values)
-    sink_tag, sink_build = sink_image()
+    sink_tag, sink_build = sink_image(sink_image_ref)
     otlp_endpoint = f"http://collector:{collector_ports.otlp_http}"
 
     # as the local stack (kong-local) and the kind stack (kong-kind): the inserted name says where data came from

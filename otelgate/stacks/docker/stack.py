@@ -80,14 +80,15 @@ class DockerStack:
     name = "docker"
 
     def __init__(self, settings: StackSettings | None = None, workdir: Path | None = None, *, keep: bool = False,
-                 timeouts: Timeouts | None = None) -> None:
+                 timeouts: Timeouts | None = None, sink_image: str | None = None) -> None:
         self.settings = settings or StackSettings()
         self.workdir = Path(workdir) if workdir is not None else Path.cwd() / "artifacts" / "docker-stack"
         self.keep = keep
         self.timeouts = timeouts or Timeouts()
         self.run_id = uuid.uuid4().hex[:8]
         self._token = generate_token()
-        self.specs = container_specs(self.settings)
+        self.sink_image = sink_image              # a built sink image to use (None: OTELGATE_SINK_IMAGE, else build)
+        self.specs = container_specs(self.settings, sink_image_ref=sink_image)
         self.kong_deployment_name = kong_deployment_name(spec_by_name(self.specs, "collector"))
         self.running: dict[str, _Running] = {}
         self._generations: dict[str, int] = {}       # containers of one role so far (replacements count)
@@ -354,7 +355,7 @@ class DockerStack:
         if not changed:
             return
         previous, previous_specs = self.settings, self.specs
-        self.settings, self.specs = new, container_specs(new)
+        self.settings, self.specs = new, container_specs(new, sink_image_ref=self.sink_image)
         try:
             if changed & COLLECTOR_SIDE:
                 self._replace("collector", run=self.settings.collector_running)
