@@ -195,9 +195,9 @@ class PortForward:
 def ownership_problems(runner: Runner, namespaces: Iterable[str],
                        releases: Iterable[tuple[str, str]]) -> list[str]:
     """Namespaces and Helm releases of otelgate's names that exist WITHOUT its ownership label (someone else's), one
-    line each. Helm 4 stores a release as Secrets labelled ``owner=helm,name=<release>``, plus the labels given with
-    ``--labels`` (helm/helm@v4.2.4 pkg/storage/driver/secrets.go:173, pkg/cmd/upgrade.go:299). ``releases`` are
-    (name, namespace otelgate would install it in)."""
+    line each. Helm stores a release as Secrets labelled ``owner=helm,name=<release>``, plus the labels given with
+    ``--labels`` (helm/helm@v4.2.4 pkg/storage/driver/secrets.go:173, pkg/cmd/upgrade.go:299; since v3.13).
+    ``releases`` are (name, namespace otelgate would install it in)."""
     problems = []
     for namespace in namespaces:
         result = runner.run(["kubectl", "get", "namespace", namespace, "--ignore-not-found", "-o", "json"],
