@@ -21,7 +21,7 @@ from otelgate import probe, topology
 from otelgate.expect import logs as expect_logs
 from otelgate.expect import metrics as expect_metrics
 from otelgate.expect import traces as expect_traces
-from otelgate.expect.errors import Evidence, ExpectationFailed
+from otelgate.expect.errors import Evidence, ExpectationFailed, Rejection
 from otelgate.stacks.base import Stack
 from otelgate.traffic import Traffic, checkpoint, now_ns, send
 from otelgate.waiting import WaitTimeout, poll_until
@@ -78,10 +78,12 @@ def require_ok(traffic: Traffic, minimum: int) -> None:
                                 evidence=Evidence(expected=minimum, seen=len(ok), hop="client -> kong"))
 
 
-def refused(stack: Stack, signal: str, since_ns: int, what: str) -> ExpectationFailed | None:
-    """``SINK_REJECTIONS`` if the sink refused ``signal`` data since ``since_ns`` (conclusive at once)."""
+def refused(stack: Stack, signal: str, since_ns: int, what: str,
+            concerns: Callable[[Rejection], bool] = lambda _r: True) -> ExpectationFailed | None:
+    """``SINK_REJECTIONS`` if the sink refused ``signal`` data since ``since_ns`` and a refusal ``concerns`` the
+    check (conclusive at once); the evidence lists every refusal of ``signal`` since then."""
     rejections = probe.rejections_since(stack, since_ns, signal)
-    if not rejections:
+    if not any(concerns(r) for r in rejections):
         return None
     reasons = sorted({f"HTTP {r.http_status} {r.reason}" for r in rejections})
     return ExpectationFailed("SINK_REJECTIONS", f"the sink refused {signal} ({what}): {', '.join(reasons)}",
@@ -291,7 +293,7 @@ def wait_for_scrape_after(stack: Stack, after_ns: int, what: str, since_ns: int 
 
     def observe() -> tuple[int, ExpectationFailed | None]:
         times = [int(p["time_unix_nano"]) for p in _kong_points(stack) if int(p["time_unix_nano"]) > after_ns]
-        return (min(times, default=0), refused(stack, "metrics", since, what))
+        return (min(times, default=0), refused(stack, "metrics", since, what, concerns=_about_kong))
 
     try:
         first, rejected = poll_until(observe, lambda o: o[0] > 0 or o[1] is not None, what=what,
@@ -315,9 +317,19 @@ def _traffic_then_scrape(stack: Stack, requests: int, url_path: str, started: in
 
 
 def _anchored(points: Sequence[Mapping[str, Any]], baseline: int, route: str) -> bool:
-    """The request counter's first window after ``baseline`` starts at it (no unexported scrape in between)."""
-    after = expect_metrics.select(points, REQUEST_COUNTER, baseline, **{ROUTE_LABEL: route})
-    return not after or min(int(p["start_unix_nano"]) for p in after) <= baseline
+    """The route's counter and latency windows after ``baseline`` start at it (no unexported scrape in between,
+    e.g. the first scrape after a collector restart, which only sets cumulative_to_delta's baseline)."""
+    for name in (REQUEST_COUNTER, LATENCY_HISTOGRAM):
+        after = expect_metrics.select(points, name, baseline, **{ROUTE_LABEL: route})
+        if not after or min(int(p["start_unix_nano"]) for p in after) > baseline:
+            return False
+    return True
+
+
+def _about_kong(rejection: Rejection) -> bool:
+    """A refusal of Kong's metrics: the whole request, or a Kong metric by name (the services' own metrics travel
+    the same pipeline; their refusals fail the claim at its end, with the rest)."""
+    return rejection.name is None or rejection.name.startswith("kong_")
 
 
 def rejections_since(stack: Stack, after_ns: int) -> list[Mapping[str, Any]]:

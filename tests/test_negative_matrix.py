@@ -123,10 +123,10 @@ def test_the_printed_matrix_shows_cause_and_evidence_for_every_row() -> None:
     results = []
     for control, suite, wanted in ROWS:
         failure = example_failure(control.fault, suite)
-        evidence = failure.evidence.describe().replace("  evidence: ", "").replace("\n", "; ")
+        evidence = failure.evidence.summary()
         results.append(negative.ControlResult(control, suite, f"fail: {wanted}", f"failed: {failure.cause}", 0.0,
                                               True, evidence=evidence))
     lines = negative.render_matrix(results).splitlines()
     assert "evidence seen" in lines[0]
-    for line, (_control, _suite, wanted) in zip(lines[1:], ROWS, strict=True):
-        assert wanted.evidence.text[:20] in line and "failed: " in line
+    for line, result, (_control, _suite, wanted) in zip(lines[1:], results, ROWS, strict=True):
+        assert wanted.evidence.text[:20] in line and "failed: " in line and result.evidence[:40] in line

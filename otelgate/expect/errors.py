@@ -16,12 +16,14 @@ class Rejection:
     http_status: int
     reason: str
     message: str
+    name: str | None = None   # the metric a per-item refusal names (None: the whole request was refused)
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Rejection:
         """From a rejection record of the sink's ``/api/rejections``."""
+        name = record.get("name")
         return cls(str(record.get("signal")), int(record.get("http_status") or 0), str(record.get("reason")),
-                   str(record.get("message") or "")[:300])
+                   str(record.get("message") or "")[:300], None if name is None else str(name))
 
     def __str__(self) -> str:
         return f"{self.signal}: HTTP {self.http_status} {self.reason}: {self.message}"
@@ -56,6 +58,21 @@ class Evidence:
             lines.append(f"... and {len(self.rejections) - 5} more rejection(s)")
         lines += [f"{key}: {value}" for key, value in self.facts.items()]
         return "\n".join(f"  evidence: {line}" for line in lines)
+
+    def summary(self) -> str:
+        """One line: the same observations, each refusal reason once (for tables such as the control matrix)."""
+        parts: list[str] = []
+        if self.hop is not None:
+            parts.append(f"hop {self.hop}")
+        if self.collector_reachable is not None:
+            parts.append(f"collector {'reachable' if self.collector_reachable else 'UNREACHABLE'}")
+        if self.expected is not None or self.seen is not None:
+            parts.append(f"expected {self.expected}, seen {self.seen}")
+        reasons = sorted({f"{r.signal} HTTP {r.http_status} {r.reason}" for r in self.rejections})
+        if reasons:
+            parts.append("refused: " + ", ".join(reasons))
+        parts += [f"{key}={value}" for key, value in self.facts.items()]
+        return "; ".join(parts)
 
     def is_empty(self) -> bool:
         return self == Evidence()
