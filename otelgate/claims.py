@@ -5,7 +5,8 @@ a timeout: a refusal at the sink, Kong's own "not sampled" decision in its acces
 end a check at once), and then asserts with :mod:`otelgate.expect`. A failure is an
 :class:`~otelgate.expect.errors.ExpectationFailed` with a cause and structured evidence. Suites call these;
 negative controls call the same functions under a fault and check cause and evidence. Nothing here knows which
-stack it runs on. The sampling claim is in :mod:`otelgate.sampling_claim`.
+stack it runs on. The sampling claim is in :mod:`otelgate.sampling_claim`, the outage claim in
+:mod:`otelgate.resilience`.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("otelgate.reports.replay", "re-run the suites' assertions against a saved sink dump"),
     "collector": ("otelgate.collector.cli", "find or build otelgate's collector distribution"),
     "kongsim": ("otelgate.kongsim.__main__", "run the Kong 3.9 simulator (a test double for the local stack)"),
+    "outage": ("otelgate.resilience_cli", "measure the longest backend outage the pipeline survives without loss"),
 }
 # Subcommands that read the deployment's manifests folder take --manifests DIR. It is applied before the
 # subcommand's module is imported, so module-level reads of the folder (and child processes) see it too.

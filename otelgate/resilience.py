@@ -161,7 +161,8 @@ class Outage:
 
 def collector_counters(stack: Stack, exporter: str = EXPORTER) -> dict[str, float] | None:
     """The exporter's own counters (``sent_spans``, ``send_failed_log_records``, ``enqueue_failed_metric_points``,
-    ``queue_size``, ``queue_capacity`` ...; summed over data types), or None when the stack publishes none."""
+    ``queue_size``, ``queue_capacity`` ...; summed over data types, and ``queue_size[traces]`` etc. per signal's
+    queue), or None when the stack publishes none."""
     url = probe.collector_url(stack, probe.TELEMETRY_URL_KEY)
     if url is None:
         return None
@@ -176,6 +177,8 @@ def collector_counters(stack: Stack, exporter: str = EXPORTER) -> dict[str, floa
         if sample.labels.get("exporter") == exporter and sample.name.startswith("otelcol_exporter_"):
             name = sample.name.removeprefix("otelcol_exporter_").removesuffix("_total")
             counters[name] = counters.get(name, 0.0) + float(sample.value)
+            if name == "queue_size" and "data_type" in sample.labels:  # one queue per signal
+                counters[f"queue_size[{sample.labels['data_type']}]"] = float(sample.value)
     return counters
 
 
@@ -227,7 +230,8 @@ class OutageRun:
     outage_ended: float = 0.0                                   # time.monotonic() when the sink recovered
     counters_before: dict[str, float] | None = None
     counters_after: dict[str, float] | None = None
-    peak_queue: float = 0.0
+    peak_queue: float = 0.0                                     # requests queued, all signals together
+    peak_queue_by_signal: dict[str, float] = field(default_factory=dict)
     delivered_after: float | None = None                        # seconds after recovery, when complete
     delivery: Delivery = field(default_factory=Delivery)
     rejections: list[Rejection] = field(default_factory=list)
@@ -385,11 +389,12 @@ def run_outage(stack: Stack, outage: Outage | None = None, *, route: Route | Non
     baseline = baseline_scrape(stack, route)
     started = now_ns()
     before = collector_counters(stack)
-    peak = {"queue": 0.0}
+    peak: dict[str, float] = {}
 
     def sample_queue() -> None:
-        counters = collector_counters(stack) or {}
-        peak["queue"] = max(peak["queue"], counters.get("queue_size", 0.0))
+        for name, value in (collector_counters(stack) or {}).items():
+            if name.startswith("queue_size"):
+                peak[name] = max(peak.get(name, 0.0), value)
 
     traffic, during, recovered = drive_outage(stack, outage, route, rate, lead, tail, sample_queue)
     claims.require_ok(traffic, len(traffic.statuses))
@@ -417,7 +422,8 @@ def run_outage(stack: Stack, outage: Outage | None = None, *, route: Route | Non
             run.delivered_after = time.monotonic() - recovered
     except WaitTimeout:
         pass  # judged below, with the evidence
-    run.peak_queue = peak["queue"]
+    run.peak_queue = peak.get("queue_size", 0.0)
+    run.peak_queue_by_signal = {name[len("queue_size["):-1]: value for name, value in peak.items() if "[" in name}
     run.rejections = probe.rejections_since(stack, started)
     return run
 
