@@ -1,5 +1,5 @@
-"""`pip install otelgate` works outside a checkout: the wheel is built from this repository, installed into a fresh
-virtualenv in a temporary folder, and used from a folder that is not the checkout, with an environment that does not
+"""`pip install otelgate` works outside a checkout: the sdist and from it the wheel are built from this repository,
+the wheel is installed into a fresh virtualenv in a temporary folder, and used from a folder that is not the checkout, with an environment that does not
 point back at it (no PYTHONPATH, no OTELGATE_MANIFESTS).
 
 Dependencies come from PyPI through a wheelhouse under ~/.cache/otelgate/wheelhouse/, filled by resolving the
@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 import tomllib
@@ -113,9 +114,20 @@ def build_environment(requirements: Sequence[str]) -> Path:
     return venv / "bin" / "python"
 
 
+def run_hook(python: Path, backend: str, hook: str, folder: Path, cwd: Path) -> str:
+    """Call a PEP 517 hook (what pip's isolated build calls) in the build environment; the file name it returns."""
+    code = f"import importlib\nprint(importlib.import_module({backend!r}).{hook}({str(folder)!r}))"
+    done = subprocess.run([str(python), "-c", code], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
 def build_wheel(root: Path, timings: dict[str, float]) -> Path:
+    """The sdist from a copy of the checkout, then the wheel from the unpacked sdist (as pip does with an sdist from
+    PyPI): a file the package needs but the sdist lacks fails here."""
     assert paths.CHECKOUT is not None, "this test builds the wheel from the checkout"
-    source = root / "src"
+    source = root / "checkout"
     for name in SOURCES:
         origin = paths.CHECKOUT / name
         if origin.is_dir():
@@ -126,16 +138,15 @@ def build_wheel(root: Path, timings: dict[str, float]) -> Path:
     build_system = tomllib.loads((source / "pyproject.toml").read_text())["build-system"]
     build_requires, backend = build_system["requires"], build_system["build-backend"]
     started = time.monotonic()
-    backend_python = build_environment(build_requires)
+    python = build_environment(build_requires)
     timings["build environment"] = time.monotonic() - started
     started = time.monotonic()
-    # the PEP 517 hook pip's isolated build calls, run in that environment
-    hook = f"import importlib\nprint(importlib.import_module({backend!r}).build_wheel({str(root / 'dist')!r}))"
-    done = subprocess.run([str(backend_python), "-c", hook], cwd=source, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    timings["build wheel"] = time.monotonic() - started
-    (wheel,) = (root / "dist").glob("otelgate-*.whl")
+    sdist = root / "sdist" / run_hook(python, backend, "build_sdist", root / "sdist", source)
+    with tarfile.open(sdist) as archive:
+        archive.extractall(root / "unpacked", filter="data")
+    (unpacked,) = (root / "unpacked").iterdir()
+    wheel = root / "dist" / run_hook(python, backend, "build_wheel", root / "dist", unpacked)
+    timings["build sdist and wheel"] = time.monotonic() - started
     return wheel
 
 
