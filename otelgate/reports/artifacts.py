@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from otelgate import topology
 from otelgate.expect.logs import is_kong_access_log, request_id
 from otelgate.expect.traces import TraceTree
 from otelgate.redact import scrub_data, scrub_files, scrub_text
 from otelgate.reports.html import Window, render_html
 from otelgate.reports.journal import JOURNAL_KEY
 
-TOKEN_ENV_VARS = ("DT_API_TOKEN", "OTELGATE_DT_API_TOKEN")
+EXTRA_TOKEN_ENV_VARS = ("OTELGATE_DT_API_TOKEN",)  # besides the deployment's token_env (otelgate.toml)
 _HEX32 = re.compile(r"\b[0-9a-f]{32}\b")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_NAME = 120
@@ -63,7 +64,7 @@ def folder_name(test_id: str) -> str:
 def stack_secrets(stack: Any) -> list[str]:
     """The secrets a stack holds (its sink token) and token environment variables: never written."""
     found = [getattr(stack, attr, None) for attr in ("token", "_token", "api_token")]
-    found += [os.environ.get(var) for var in TOKEN_ENV_VARS]
+    found += [os.environ.get(var) for var in (topology.current().token_env, *EXTRA_TOKEN_ENV_VARS)]
     return [s for s in found if isinstance(s, str) and len(s) >= 8]
 
 

@@ -13,6 +13,7 @@ import sys
 
 import uvicorn
 
+from otelgate import topology
 from otelgate.sink.app import create_app
 from otelgate.sink.config import DEFAULT_MAX_ITEMS, PROFILES, SinkConfig
 from otelgate.sink.server import bound_socket, otlp_endpoint, uvicorn_config
@@ -24,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=4318, help="port to bind (default 4318)")
     parser.add_argument("--profile", choices=PROFILES, default="dynatrace",
                         help="dynatrace: Dynatrace's OTLP API and its rules (default); otlp: plain OTLP/HTTP sink")
-    parser.add_argument("--token-env", default="DT_API_TOKEN", metavar="VAR",
+    token_env = topology.current().token_env
+    parser.add_argument("--token-env", default=token_env, metavar="VAR",
                         help="environment variable holding the API token the dynatrace profile accepts "
-                             "(default DT_API_TOKEN)")
+                             f"(default {token_env}, the deployment's otelgate.toml)")
     parser.add_argument("--max-items", type=int, default=DEFAULT_MAX_ITEMS, metavar="N",
                         help=f"keep at most N spans, N metric points and N log records; older ones are evicted "
                              f"and counted (default {DEFAULT_MAX_ITEMS})")
