@@ -221,21 +221,17 @@ def collector_pipelines() -> dict[str, Any]:
     return dict(ka.collector_resource(MANIFESTS)["spec"]["config"]["service"]["pipelines"])
 
 
-def test_metric_start_time_precedes_cumulative_to_delta_in_cluster_and_local_configs() -> None:
-    """Dynatrace's Prometheus pipeline (https://docs.dynatrace.com/docs/shortlink/otel-collector-cases-prometheus)
-    puts metric_start_time before cumulative_to_delta, whose stream identity includes the start time
-    (processor/cumulativetodeltaprocessor/internal/tracking/identity.go@v0.161.0:23). The local stack derives its
-    config from the same resource, so it runs the processor too."""
-    processors = collector_pipelines()["metrics"]["processors"]
-    assert processors.index("metric_start_time") == processors.index("cumulative_to_delta") - 1
+def test_local_stack_derives_the_clusters_metrics_pipeline() -> None:
+    """The local stack runs the cluster resource's metrics pipeline unchanged (no metric_start_time in either:
+    tests/test_metric_start_time.py shows why, with the real collector)."""
     from otelgate.collector.config import CollectorPorts, derive_local_config
 
+    processors = collector_pipelines()["metrics"]["processors"]
+    assert "metric_start_time" not in processors and "cumulative_to_delta" in processors
     ports = CollectorPorts(**{name: 40000 + i for i, name in enumerate(CollectorPorts.__dataclass_fields__)})
     local = derive_local_config(ka.collector_resource(MANIFESTS), ports=ports, sink_endpoint="http://127.0.0.1:1",
                                 kong_status_target="127.0.0.1:2")
-    local_processors = local["service"]["pipelines"]["metrics"]["processors"]
-    assert local_processors.index("metric_start_time") < local_processors.index("cumulative_to_delta")
-    assert local["processors"]["metric_start_time"] == {"strategy": "true_reset_point"}
+    assert local["service"]["pipelines"]["metrics"]["processors"] == processors
 
 
 def test_kong_image_is_a_patch_release() -> None:

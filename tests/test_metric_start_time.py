@@ -1,0 +1,127 @@
+"""Why the collector's metrics pipeline has no ``metric_start_time`` processor, although Dynatrace's Prometheus
+pipeline (https://docs.dynatrace.com/docs/shortlink/otel-collector-cases-prometheus) puts one before
+``cumulative_to_delta``: Kong exposes a histogram bucket only once a request fell into it
+(Kong/kong@3.9.1 kong/plugins/prometheus/prometheus.lua:607-619 increments the buckets with value <= bound, creating
+their keys), so a faster request than any before ADDS buckets; metric_start_time's true_reset_point strategy takes a
+change of bucket bounds for a counter reset (contrib v0.161.0 processor/metricstarttimeprocessor/internal/
+datapointstorage/timeseries_map.go:173-178) and keeps the first bounds for good (internal/truereset/adjuster.go:110,
+132), so every later scrape restarts the series and the sink receives the series' whole history again.
+
+Both runs use the real collector (otelgate's build) with the deployed config derived for 127.0.0.1, scraping a Kong
+exposition whose bucket set grows at the third scrape."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from otelgate.collector.config import CollectorPorts, derive_local_config, load_collector_resource, local_env
+from otelgate.collector.process import CollectorProcess
+from otelgate.collector.testing import attach_log_on_failure, collector_binary_or_skip
+from otelgate.procs import free_port
+from otelgate.sink.server import SinkServer
+from otelgate.sink.testing import fake_token
+
+pytestmark = pytest.mark.collector
+
+BOUNDS_MS = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)  # kong_request_latency_ms
+LABELS = 'service="pricing",route="pricing-route",workspace="default"'
+EARLIER = 10           # requests Kong served before the collector started, all slow (300 ms)
+PER_SCRAPE = 2         # requests between two scrapes; from the third scrape on one of them is fast (20 ms)
+WAIT_S = 45.0
+
+
+class GrowingHistogram:
+    """Kong's exposition of one route's latency histogram: only the buckets a request fell into exist."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.latencies = [300.0] * EARLIER
+        self.scrapes = 0
+
+    def render(self) -> str:
+        with self.lock:
+            self.scrapes += 1
+            self.latencies += [20.0, 300.0] if self.scrapes >= 3 else [300.0] * PER_SCRAPE
+            lines = ["# TYPE kong_request_latency_ms histogram"]
+            for le in BOUNDS_MS:
+                count = sum(1 for v in self.latencies if v <= le)
+                if count:  # a bucket no request fell into has no key in Kong's shared dict
+                    lines.append(f'kong_request_latency_ms_bucket{{{LABELS},le="{le}"}} {count}')
+            lines += [f'kong_request_latency_ms_bucket{{{LABELS},le="+Inf"}} {len(self.latencies)}',
+                      f"kong_request_latency_ms_count{{{LABELS}}} {len(self.latencies)}",
+                      f"kong_request_latency_ms_sum{{{LABELS}}} {sum(self.latencies):g}"]
+        return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def kong_status() -> Iterator[tuple[str, GrowingHistogram]]:
+    exposition = GrowingHistogram()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = exposition.render().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=UTF-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_port}", exposition
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def histogram_points(tmp_path: Path, target: str, *, with_metric_start_time: bool,
+                     request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The DELTA histogram points the sink receives over scrapes 2-5 (scrape 1 is cumulative_to_delta's baseline)."""
+    binary = collector_binary_or_skip()
+    token = fake_token()
+    resource = load_collector_resource()
+    with SinkServer(profile="dynatrace", token=token) as sink:
+        config = derive_local_config(resource["spec"]["config"], ports=CollectorPorts.allocate(),
+                                     sink_endpoint=sink.otlp_endpoint, kong_status_target=target)
+        if with_metric_start_time:  # Dynatrace's order: right before cumulative_to_delta
+            config["processors"]["metric_start_time"] = {"strategy": "true_reset_point"}
+            processors = config["service"]["pipelines"]["metrics"]["processors"]
+            processors.insert(processors.index("cumulative_to_delta"), "metric_start_time")
+        process = CollectorProcess(binary, config, tmp_path, env=local_env(resource, token))
+        with attach_log_on_failure(process, request):
+            process.start()
+            try:
+                process.wait_healthy(timeout=30.0)
+                return sink.client.wait_for_metric("kong_request_latency_ms", min_points=4, timeout=WAIT_S)
+            finally:
+                process.stop()
+
+
+def test_deployed_pipeline_counts_exactly_while_kongs_bucket_set_grows(
+        tmp_path: Path, kong_status: tuple[str, GrowingHistogram], request: pytest.FixtureRequest) -> None:
+    target, _exposition = kong_status
+    points = histogram_points(tmp_path, target, with_metric_start_time=False, request=request)
+    resource = load_collector_resource()
+    assert "metric_start_time" not in resource["spec"]["config"]["service"]["pipelines"]["metrics"]["processors"]
+    assert [p["count"] for p in points] == [PER_SCRAPE] * len(points), points
+    assert all(p["temporality"] == "DELTA" for p in points)
+
+
+def test_metric_start_time_would_resend_the_whole_history(
+        tmp_path: Path, kong_status: tuple[str, GrowingHistogram], request: pytest.FixtureRequest) -> None:
+    """Pins the upstream behaviour the pipeline avoids; if this starts failing, the processor may be usable now."""
+    target, _exposition = kong_status
+    points = histogram_points(tmp_path, target, with_metric_start_time=True, request=request)
+    counts = [p["count"] for p in points]
+    assert counts[0] == PER_SCRAPE, counts
+    assert max(counts) > EARLIER, f"expected a point carrying the whole history after the bounds grew: {counts}"
