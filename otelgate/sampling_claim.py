@@ -210,7 +210,8 @@ def sweep(stack: Stack, plan: Sequence[Planned]) -> dict[tuple[float, str],
     try:
         for item in plan:
             stack.reconfigure(sampling_rate=item.rate)
-            batches.append(((item.rate, "generated"), send_batch(stack, item.rate, item.generated)))
+            if item.generated:
+                batches.append(((item.rate, "generated"), send_batch(stack, item.rate, item.generated)))
             if item.crafted:
                 ids, exact = crafted_ids(item.rate)
                 batches.append(((item.rate, "crafted"), send_batch(stack, item.rate, len(ids), ids, exact)))

@@ -1,7 +1,7 @@
 """Acceptance of the sampling gate: with the Kong simulator switched to each wrong sampler (wrong bytes, wrong byte
-order, inverted range, threshold 10% high), the sampling suite's crafted-id check (suites/test_sampling.py calls
-otelgate.sampling_claim.check_crafted_sampling) fails for the sampling cause, with evidence; with Kong's sampler it
-passes on the same stack.
+order, inverted range, threshold 10% high), the sampling suite's crafted-id checks (suites/test_sampling.py:
+otelgate.sampling_claim.sweep over crafted ids at 0.5 and 0.1) fail for the sampling cause, with evidence; with
+Kong's sampler they pass on the same stack.
 
 The switch is the simulator's test-only environment variable (otelgate.kongsim.tracing.SAMPLER_VARIANT_ENV), read
 when the simulator process starts: each case restarts the simulator (a kong.conf change, ``tracing_sampling_rate``,
@@ -14,21 +14,24 @@ from pathlib import Path
 
 import pytest
 
+from otelgate.claims import Timing
 from otelgate.expect.errors import ExpectationFailed
 from otelgate.kongsim.tracing import SAMPLER_VARIANT_ENV, SAMPLER_VARIANTS
 from otelgate.pytest_plugin import require_collector
-from otelgate.sampling_claim import check_crafted_sampling
+from otelgate.sampling_claim import Planned, sweep
 from otelgate.stacks.local import LocalStack
 
 pytestmark = [pytest.mark.stack, pytest.mark.collector]
 
 CASES = ("", *SAMPLER_VARIANTS)  # "" = Kong's own sampler: the same checks pass
+RATES = (0.5, 0.1)
 
 
 @pytest.fixture(scope="module")
 def variant_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     require_collector()
     stack = LocalStack.start(workdir=Path(tmp_path_factory.mktemp("sampling-variants")))
+    stack.timing = Timing(signal=15.0, settle=2.0)  # type: ignore[attr-defined]  # a wrong sampler's roots never come
     try:
         yield stack
     finally:
@@ -45,13 +48,13 @@ def switch_sampler(stack: LocalStack, variant: str, monkeypatch: pytest.MonkeyPa
 def test_the_sampling_suite_fails_for_the_sampling_cause_on_each_wrong_sampler(
         variant_stack: LocalStack, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     switch_sampler(variant_stack, variant, monkeypatch)
-    for rate in (0.5, 0.1):
+    verdicts = sweep(variant_stack, [Planned(rate, 0, crafted=True) for rate in RATES])
+    for rate in RATES:
+        outcome = verdicts[(rate, "crafted")]
         if not variant:
-            check_crafted_sampling(variant_stack, rate)
+            assert not isinstance(outcome, ExpectationFailed), outcome
             continue
-        with pytest.raises(ExpectationFailed) as err:
-            check_crafted_sampling(variant_stack, rate)
-        failure = err.value
-        assert failure.cause == "SAMPLING_DECISION", failure
-        assert failure.evidence.facts["rate"] == rate and failure.evidence.facts["mismatches"] > 0, failure
-        assert "Kong's rule says" in failure.details, failure
+        assert isinstance(outcome, ExpectationFailed), f"{variant} passed at rate {rate}: {outcome}"
+        assert outcome.cause == "SAMPLING_DECISION", outcome
+        assert outcome.evidence.facts["rate"] == rate and outcome.evidence.facts["mismatches"] > 0, outcome
+        assert "Kong's rule says" in outcome.details, outcome
