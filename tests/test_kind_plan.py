@@ -304,9 +304,12 @@ def test_operator_webhook_probe_uses_a_namespace_that_exists_before_the_app() ->
 
 
 def test_sink_image_tag_follows_the_content() -> None:
-    tag = ka.sink_image_tag(REPO)
+    from otelgate.sinkimage import sink_image_tag
+
+    tag = sink_image_tag(REPO)
     assert tag.startswith("otelgate-sink:0.1.0-") and len(tag.rsplit("-", 1)[1]) == 12
-    assert ka.sink_image_tag(REPO) == tag, "stable for the same content"
+    assert sink_image_tag(REPO) == tag, "stable for the same content"
+    assert kind.default_sink_image(kind.KindOptions(checkout=REPO)) == tag
 
 
 def test_urls_come_from_the_kind_port_mappings() -> None:

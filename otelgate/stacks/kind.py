@@ -321,11 +321,8 @@ class KindStack:
         """Kong-side changes go through ``helm upgrade`` with a derived kong.yaml (the chart hashes the declarative
         config into the pod template, so Kong rolls; this waits for the rollout and for the proxy to answer again).
         Collector-side faults re-apply the collector resource / Secret, or scale the resource (stop/start)."""
-        unknown = set(changes) - set(StackSettings.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown stack settings {sorted(unknown)}")
         new = self.settings.with_changes(**changes)
-        changed = {key for key in changes if getattr(new, key) != getattr(self.settings, key)}
+        changed = self.settings.differs_in(new)
         previous, self.settings = self.settings, new
         self.options = replace(self.options, settings=new)
         try:
@@ -448,15 +445,12 @@ def derive_cluster_kong_config(manifests: Path, settings: StackSettings) -> dict
     from otelgate import kongconfig
 
     doc = kongconfig.load(manifests / PATHS.kong_config)
-    overrides = {k: dict(v) for k, v in settings.kong_plugin_config.items()}
-    if settings.sampling_rate is not None:
-        overrides.setdefault("opentelemetry", {})["sampling_rate"] = settings.sampling_rate
     plugins = {p["name"]: p.get("config") or {} for p in doc.get("plugins") or []}
     return kongconfig.derive_kong_config(
         doc, upstreams={},
         otlp_traces_endpoint=plugins["opentelemetry"]["traces_endpoint"],
         tcp_log_host=plugins["tcp-log"]["host"], tcp_log_port=int(plugins["tcp-log"]["port"]),
-        plugin_overrides=overrides)
+        plugin_overrides=settings.kong_plugin_overrides())
 
 
 def _describe(settings: StackSettings) -> str:

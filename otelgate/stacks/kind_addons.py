@@ -35,7 +35,6 @@ from otelgate.cluster_topology import (
     instrumentation_identity,
     load_yaml_docs,
 )
-from otelgate.sinkimage import sink_image_tag as sink_image_tag  # re-exported: kind_plan and its tests
 from otelgate.stacks.kube import CommandFailed, Runner, Step
 
 INSTRUMENTATION_ANNOTATION = "instrumentation.opentelemetry.io/inject-"

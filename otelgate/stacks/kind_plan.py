@@ -17,6 +17,7 @@ import yaml
 
 from otelgate import paths, topology
 from otelgate.cluster_topology import PATHS, TOPOLOGY, kind_host_ports, load_yaml_docs
+from otelgate.sinkimage import sink_image_tag
 from otelgate.stacks import kind_addons as ka
 from otelgate.stacks.base import StackOptions, StackSettings, StackStartError
 from otelgate.stacks.kube import Runner, Step
@@ -138,7 +139,7 @@ def default_sink_image(options: KindOptions) -> str:
         return options.sink_image
     if options.checkout is None:
         return "<--sink-image REF (required outside a checkout)>"
-    return ka.sink_image_tag(options.checkout)
+    return sink_image_tag(options.checkout)
 
 
 def context(options: KindOptions, runner: Runner, token: str, image: str, gateway_url: str, sink_url: str,
