@@ -22,6 +22,7 @@ counted, with contiguous windows: a shortfall (or gap) is loss, an excess (or ov
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import re
 import time
@@ -202,6 +203,10 @@ class Delivery:
     duplicates: dict[str, list[str]] = field(default_factory=dict)
     metric_windows_ok: bool = True
     scraped_after_traffic: bool = False
+    # a histogram's bucket set changed between scrapes ("8 -> 12 buckets at <ns>"): Kong exposes a bucket only once
+    # a request fell into it, and cumulative_to_delta starts a new series (its first scrape a baseline, not
+    # exported) when the bounds change, so that interval's observations are lost before any export
+    bucket_changes: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -251,6 +256,7 @@ class OutageRun:
                                                              "enqueue_failed_"),
                 "collector queue_size now / peak": f"{(self.counters_after or {}).get('queue_size')} / "
                                                    f"{self.peak_queue:g}",
+                "histogram bucket changes": self.delivery.bucket_changes,
                 "collector counters published": self.counters_after is not None}
 
 
@@ -321,14 +327,24 @@ def _metric_deltas(stack: Stack, delivery: Delivery, run: OutageRun) -> None:
             expect_metrics.assert_contiguous_windows(selected, min_points=1)
         except ExpectationFailed:
             delivery.metric_windows_ok = False
+        delivery.bucket_changes += _bucket_changes(selected)
+
+
+def _bucket_changes(points: Sequence[Mapping[str, Any]]) -> list[str]:
+    ordered = sorted((p for p in points if "explicit_bounds" in p), key=lambda p: int(p["start_unix_nano"]))
+    return [f"{p['name']}: {len(a['explicit_bounds']) + 1} -> {len(p['explicit_bounds']) + 1} buckets in the window "
+            f"ending {p['time_unix_nano']}" for a, p in itertools.pairwise(ordered)
+            if len(a["explicit_bounds"]) != len(p["explicit_bounds"])]
 
 
 # ------------------------------------------------------------------------------------------------ the claim
 
-def baseline_scrape(stack: Stack, route: Route) -> int:
-    """Time of a Kong scrape taken after one request on ``route`` (so its series exists and is anchored)."""
-    primer = send(stack.gateway_url, route.path)
-    claims.require_ok(primer, 1)
+def baseline_scrape(stack: Stack, route: Route, requests: int = 10) -> int:
+    """Time of a Kong scrape taken after ``requests`` requests on ``route``: its series exist and are anchored, and
+    its latency histogram has the buckets its usual latencies fall into (a bucket Kong exposes for the first time
+    later costs that window, see :attr:`Delivery.bucket_changes`)."""
+    primer = send(stack.gateway_url, route.path, requests)
+    claims.require_ok(primer, requests)
     return claims.wait_for_scrape_after(stack, primer.ended_ns + claims.KONG_SYNC_NS, "the outage claim's baseline")
 
 
@@ -439,8 +455,9 @@ def judge(run: OutageRun) -> None:
     why from the collector's own counters: ``QUEUE_FULL`` (enqueue_failed rose: the sending queue was too small),
     ``DROPPED_ON_SEND_FAILURE`` (send_failed rose: a failed export was not retried to success -- retries off or
     ``max_elapsed_time`` over), ``LATE`` (nothing dropped, still queued or in flight at the bound),
-    ``DUPLICATES``, ``SINK_REJECTIONS`` (a refusal the outage did not inject) or ``OUTAGE_LOSS`` (lost, and the
-    collector's counters do not say where)."""
+    ``DUPLICATES``, ``SINK_REJECTIONS`` (a refusal the outage did not inject), ``NEW_HISTOGRAM_BUCKET`` (only
+    metric sums short, nothing dropped by the exporter, and a histogram's bucket set changed: lost in the delta
+    conversion, not by the outage) or ``OUTAGE_LOSS`` (lost, and the collector's counters do not say where)."""
     unexpected = [r for r in run.rejections if r.reason != FAULT_REASON]
     evidence = Evidence(rejections=tuple(unexpected or run.rejections)[:50], hop="collector -> sink",
                         expected=sum(run.delivery.expected.values()),
@@ -464,7 +481,12 @@ def judge(run: OutageRun) -> None:
     send_failed = counter_increase(run.counters_before, run.counters_after, "send_failed_")
     enqueue_failed = counter_increase(run.counters_before, run.counters_after, "enqueue_failed_")
     missing = "; ".join(run.delivery.lines())
-    if enqueue_failed:
+    metric_only = all(signal.endswith("(sum of deltas)") for signal in short)
+    if metric_only and run.delivery.bucket_changes and not (enqueue_failed or send_failed):
+        cause, why = "NEW_HISTOGRAM_BUCKET", ("the exporter dropped nothing; a histogram gained buckets and "
+                                              "cumulative_to_delta restarted the series, losing one window: "
+                                              + "; ".join(run.delivery.bucket_changes[:3]))
+    elif enqueue_failed:
         cause, why = "QUEUE_FULL", f"the exporter's sending queue was full and refused {enqueue_failed}"
     elif send_failed:
         cause, why = "DROPPED_ON_SEND_FAILURE", f"the exporter gave up on failed sends {send_failed}"

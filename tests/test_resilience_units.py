@@ -268,3 +268,25 @@ def test_survival_names_the_limit() -> None:
     text = survival.render()
     assert "| 120s | `QUEUE_FULL` |" in text and "longest outage survived: 60s; first lost: 120s" in text
     assert collections.Counter(text.splitlines())[""] == 2
+
+
+def test_a_window_lost_where_a_histogram_gained_buckets_is_named_as_such() -> None:
+    """Kong exposes a bucket once a request fell into it; cumulative_to_delta restarts the series then, and the
+    window of that scrape is never exported: only the histogram's sum is short, the exporter dropped nothing."""
+    sink = _everything(IDS)
+    histogram = [p for p in sink.points if p["name"] == claims.LATENCY_HISTOGRAM]
+    histogram[0]["explicit_bounds"] = [1.0] * 8
+    histogram[1]["explicit_bounds"] = [1.0] * 11
+    sink.points.remove(histogram[1])
+    sink.points.append(dict(histogram[1], start_unix_nano=70, count=1))   # the window 50..70 was never exported
+    run = _run(IDS)
+    run.delivery = resilience.observe_delivery(FakeStack(sink), run, {})  # type: ignore[arg-type]
+    run.counters_before = run.counters_after = {"send_failed_spans": 0.0, "queue_size": 0.0}
+    with pytest.raises(ExpectationFailed) as failed:
+        resilience.judge(run)
+    assert failed.value.cause == "NEW_HISTOGRAM_BUCKET"
+    assert "9 -> 12 buckets" in failed.value.message
+    run.counters_after = {"send_failed_spans": 0.0, "queue_size": 0.0, "enqueue_failed_metric_points": 4.0}
+    with pytest.raises(ExpectationFailed) as failed:
+        resilience.judge(run)
+    assert failed.value.cause == "QUEUE_FULL"
