@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
@@ -173,7 +174,8 @@ log_requests = st.builds(logs_service_pb2.ExportLogsServiceRequest, resource_log
     scope_logs=st.lists(st.builds(logs_pb2.ScopeLogs, scope=scopes, log_records=st.lists(log_records, max_size=4)),
                         max_size=2)), max_size=2))
 
-REQUESTS = {"traces": trace_requests, "metrics": metric_requests, "logs": log_requests}
+REQUESTS: dict[str, st.SearchStrategy[Message]] = {"traces": trace_requests, "metrics": metric_requests,
+                                                   "logs": log_requests}
 
 
 # ------------------------------------------------------------------ properties
@@ -242,7 +244,7 @@ def test_fault_injection_is_the_only_5xx_and_memory_stays_bounded(sinks: dict[st
     sink.client.inject_fault(status=503, count=1, signals=["traces"])
     assert http.post(sink.signal_url("traces"), content=b"",
                      headers={"Content-Type": "application/x-protobuf"}).status_code == 503
-    bodies = {
+    bodies: dict[str, Message] = {
         "traces": traces_request([span(f"s{i}") for i in range(3 * CAP)]),
         "metrics": metrics_request([gauge_metric("fuzz.gauge", [float(i) for i in range(3 * CAP)])]),
         "logs": logs_request([log_record(f"line {i}") for i in range(3 * CAP)]),
