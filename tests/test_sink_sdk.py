@@ -96,8 +96,10 @@ def test_sdk_logs_land_linked_to_their_trace(sink: SinkServer, token: str) -> No
 
 
 def _meter_provider(sink: SinkServer, token: str, delta: bool) -> tuple[MeterProvider, OTLPMetricExporter]:
-    temporality = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA,
-                   UpDownCounter: AggregationTemporality.CUMULATIVE} if delta else None
+    temporality: dict[type, AggregationTemporality] | None = None
+    if delta:
+        temporality = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA,
+                       UpDownCounter: AggregationTemporality.CUMULATIVE}
     exporter = OTLPMetricExporter(endpoint=sink.signal_url("metrics"), headers=_headers(token), timeout=10,
                                   preferred_temporality=temporality)
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
