@@ -1,6 +1,6 @@
 """`pip install otelgate` works outside a checkout: the sdist and from it the wheel are built from this repository,
-the wheel is installed into a fresh virtualenv in a temporary folder, and used from a folder that is not the checkout, with an environment that does not
-point back at it (no PYTHONPATH, no OTELGATE_MANIFESTS).
+the wheel is installed into a fresh virtualenv in a temporary folder, and used from a folder that is not the
+checkout, with an environment that does not point back at it (no PYTHONPATH, no OTELGATE_MANIFESTS).
 
 Dependencies come from PyPI through a wheelhouse under ~/.cache/otelgate/wheelhouse/, filled by resolving the
 built wheel's own requirements (keyed by them) and installed with ``--no-index``: a dependency missing from the
@@ -61,7 +61,9 @@ class Installed:
         started = time.monotonic()
         done = subprocess.run([str(a) for a in argv], cwd=self.project, env=self.env(), capture_output=True,
                               text=True, timeout=timeout, check=False)
-        self.timings[" ".join(str(a) for a in argv[:3])] = time.monotonic() - started
+        key = " ".join(str(a) for a in argv[:3])
+        key += f" #{sum(k.startswith(key) for k in self.timings) + 1}" if key in self.timings else ""
+        self.timings[key] = time.monotonic() - started
         return done
 
     def pip_install(self, *requirements: str) -> None:
