@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 # Subcommands that read the deployment's manifests folder take --manifests DIR. It is applied before the
 # subcommand's module is imported, so module-level reads of the folder (and child processes) see it too.
-READS_MANIFESTS = frozenset({"up", "lint", "replay"})
+READS_MANIFESTS = frozenset({"up", "lint", "replay", "outage"})
 
 
 def build_parser() -> argparse.ArgumentParser:
