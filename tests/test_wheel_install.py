@@ -90,6 +90,9 @@ def wheelhouse(kind: str, requirements: Sequence[str], key_by: Sequence[str] | N
     if not (folder / "complete").is_file():
         pip(["download", "--dest", str(folder), *requirements])
         (folder / "complete").write_text("\n".join(requirements) + "\n")
+        for stale in folder.parent.glob(f"{kind}-*"):  # an older dependency set: the cache keeps only the current one
+            if stale != folder:
+                shutil.rmtree(stale, ignore_errors=True)
     return folder
 
 
