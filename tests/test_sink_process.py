@@ -28,6 +28,7 @@ def sink() -> Iterator[SinkServer]:
 def test_the_sink_reports_its_own_cpu_and_memory(sink: SinkServer) -> None:
     first = sink.client.process()
     assert first["pid"] == os.getpid()  # in-process sink: this process
+    assert first["workers"] == 1 and first["workers_rss_bytes"] > 0  # started with the sink, before any request
     assert first["rss_bytes"] > 10 * 2**20 and first["cpu_seconds"] > 0
     body = kong_like_batch(2048)
     assert len(body) >= INLINE_BELOW

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"otelgate sink ({config.profile}) on {url}: OTLP endpoint {otlp_endpoint(url, config.profile)} "
           f"({auth}); query API {url}/api/; {config.workers} decode worker(s)", flush=True)
     try:
+        state.preparer.start()
         uvicorn.Server(uvicorn_config(app, args.host, port)).run(sockets=[sock])
     finally:
         state.preparer.close()

@@ -96,6 +96,7 @@ class SinkServer:
     def start(self, timeout: float = 10.0) -> SinkServer:
         if self._thread is not None:
             raise RuntimeError("the sink is already started")
+        self.state.preparer.start()
         sock = bound_socket(self.host, self._requested_port)
         self.port = int(sock.getsockname()[1])
         server = uvicorn.Server(uvicorn_config(self.app, self.host, self.port))

@@ -57,6 +57,15 @@ class SpanPreparer:
         self.offloaded += 1
         return prepared
 
+    def start(self) -> None:
+        """Start every worker now; each imports the decoder in the background while the sink already serves, so
+        the first large request does not wait for process start-up (seconds on a busy machine: long enough for an
+        exporter to time out and retry)."""
+        if self.workers:
+            pool = self._ensure_pool()
+            for _ in range(self.workers):
+                pool.submit(prepare_spans, b"", None, None)
+
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn, not fork: the sink may run in a thread of a process with other threads (tests, SinkServer)
