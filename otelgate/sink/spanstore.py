@@ -326,10 +326,6 @@ class SpanRing:
             out.extend(materialize(block, positions, self._cache, keep))
         return out
 
-    def stored_bytes(self) -> int:
-        """Wire bytes held by compact blocks (for the memory figures)."""
-        return sum(len(b.raw) for b in self._blocks.values() if isinstance(b, CompactBlock))
-
 
 def raw_contains_all(needles: Iterable[bytes]) -> Callable[[bytes], bool]:
     wanted = [n for n in needles if n]
