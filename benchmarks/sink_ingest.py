@@ -261,6 +261,12 @@ def _running(target: Target) -> Iterator[Target]:
 # ------------------------------------------------------------------------------------------------ report
 
 
+def head_commit() -> str:
+    found = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                           timeout=30, check=False)
+    return found.stdout.strip() or "unknown commit"
+
+
 def summary(values: list[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)
 
@@ -270,7 +276,7 @@ def render(args: argparse.Namespace, batches: list[int], targets: list[Target], 
            notes: list[str], workers: int) -> tuple[str, bool]:
     lines = [f"# Sink ingest benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)", "",
              f"`python benchmarks/sink_ingest.py --rounds {args.rounds} --seconds {args.seconds} "
-             f"--batches {args.batches} --senders {args.senders}`; old = `{args.old_ref}`; "
+             f"--batches {args.batches} --senders {args.senders}` at `{head_commit()}`; old = `{args.old_ref}`; "
              f"{os.cpu_count()} cores; `new` ran with {workers} decode worker(s); load average "
              f"{loads[0][0]:.1f} before, {loads[1][0]:.1f} after (other jobs shared the machine).", "",
              "Spans/s over HTTP (Kong-like spans, 8 per trace, protobuf, no compression), min / median / max over "
