@@ -165,6 +165,17 @@ def summary_tail(urls: dict[str, str], sink_stats: Callable[[], object]) -> list
     return lines
 
 
+def write_sink_dump(dest: Path, sink: Callable[[], SinkClient], *secrets: str | None) -> None:
+    """``<dest>/sink-dump.json`` (what the fake Dynatrace stored; ``otelgate report``/``replay`` read it), secrets
+    redacted; when the sink cannot answer, ``sink-dump.error.txt`` says why instead."""
+    from otelgate.redact import redact
+
+    try:
+        (dest / "sink-dump.json").write_text(redact(json.dumps(sink().dump(), indent=1), *secrets))
+    except Exception as exc:  # diagnostics are written when things are broken: the sink may be down or unset
+        (dest / "sink-dump.error.txt").write_text(f"could not fetch the sink dump: {exc!r}\n")
+
+
 def append_timing(workdir: Path, line: str) -> None:
     """One line into ``<workdir>/timings.txt`` (bring-up and build times a user can report)."""
     with (workdir / "timings.txt").open("a") as out:

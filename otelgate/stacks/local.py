@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import shutil
 import time
@@ -45,6 +44,7 @@ from otelgate.stacks.base import (
     append_timing,
     generate_token,
     summary_tail,
+    write_sink_dump,
 )
 from otelgate.waiting import poll_until
 
@@ -490,11 +490,7 @@ class LocalStack:
             _copy_redacted(path, dest / "logs" / path.name, self._token)
         for path in sorted((self.workdir / "config").glob("*")):
             _copy_redacted(path, dest / "config" / path.name, self._token)
-        try:
-            dump = self.sink.dump()
-            (dest / "sink-dump.json").write_text(redact(json.dumps(dump, indent=1), self._token))
-        except Exception as exc:
-            (dest / "sink-dump.error.txt").write_text(f"could not fetch the sink dump: {exc!r}\n")
+        write_sink_dump(dest, lambda: self.sink, self._token)
         (dest / "summary.txt").write_text(redact(self._summary(), self._token))
         return dest
 

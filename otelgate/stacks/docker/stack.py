@@ -27,6 +27,7 @@ from otelgate.stacks.base import (
     append_timing,
     generate_token,
     summary_tail,
+    write_sink_dump,
 )
 from otelgate.stacks.docker.daemon import daemon_problem, testcontainers
 from otelgate.stacks.docker.evidence import (
@@ -523,10 +524,7 @@ class DockerStack:
         for path in sorted((self.workdir / "config").glob("*")):
             (dest / "config" / path.name).write_text(redact(path.read_text(errors="replace"), self._token))
         (dest / "containers.json").write_text(redact(json.dumps(self._inspect_all(), indent=1), self._token))
-        try:
-            (dest / "sink-dump.json").write_text(redact(json.dumps(self.sink.dump(), indent=1), self._token))
-        except Exception as exc:
-            (dest / "sink-dump.error.txt").write_text(f"could not fetch the sink dump: {exc!r}\n")
+        write_sink_dump(dest, lambda: self.sink, self._token)
         (dest / "summary.txt").write_text(redact(self._summary(), self._token))
         return dest
 
