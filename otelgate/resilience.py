@@ -47,8 +47,8 @@ FLUSH_SECONDS = 5.0                # batch timeout, Kong's counter sync and a po
 # otlphttpexporter/factory.go): what the exporter does where the manifests say nothing
 DEFAULT_POLICY: Mapping[str, Any] = {
     "timeout": "30s",
-    "retry_on_failure": {"enabled": True, "initial_interval": "5s", "max_interval": "30s",
-                         "max_elapsed_time": "300s"},
+    "retry_on_failure": {"enabled": True, "initial_interval": "5s", "randomization_factor": 0.5, "multiplier": 1.5,
+                         "max_interval": "30s", "max_elapsed_time": "300s"},
     "sending_queue": {"enabled": True, "num_consumers": 10, "queue_size": 1000},
 }
 
@@ -74,6 +74,7 @@ class ExporterPolicy:
 
     retry_enabled: bool
     max_interval: float
+    randomization_factor: float
     max_elapsed_time: float
     queue_enabled: bool
     queue_size: int
@@ -112,6 +113,7 @@ def policy_of(config: Mapping[str, Any], settings_override: Mapping[str, Any] | 
                for s in ((receiver or {}).get("config") or {}).get("scrape_configs") or []]
     return ExporterPolicy(
         retry_enabled=bool(retry.get("enabled", True)), max_interval=seconds(retry["max_interval"]),
+        randomization_factor=float(retry["randomization_factor"]),
         max_elapsed_time=seconds(retry["max_elapsed_time"]), queue_enabled=bool(queue.get("enabled", True)),
         queue_size=int(queue["queue_size"]), num_consumers=int(queue["num_consumers"]),
         timeout=seconds(effective["timeout"]), scrape_interval=max(scrapes, default=60.0))
@@ -154,8 +156,11 @@ class Outage:
 
     def bound(self, policy: ExporterPolicy) -> float:
         """How long after the outage ends everything must have arrived: one more back-off (at most
-        ``max_interval``, at least the ``Retry-After``), the next scrape, and a flush."""
-        return max(policy.max_interval, self.retry_after) + policy.scrape_interval + FLUSH_SECONDS
+        ``max_interval`` randomized by +-``randomization_factor``, at least the ``Retry-After``), the next scrape,
+        and a flush. The back-off is cenkalti/backoff's ExponentialBackOff, which randomizes the capped interval
+        (exporterhelper/internal/retry_sender.go:74-79,106)."""
+        backoff = policy.max_interval * (1 + policy.randomization_factor)
+        return max(backoff, self.retry_after) + policy.scrape_interval + FLUSH_SECONDS
 
 
 # ----------------------------------------------------------------------------------------- collector counters
@@ -492,6 +497,8 @@ def judge(run: OutageRun) -> None:
         cause, why = "DROPPED_ON_SEND_FAILURE", f"the exporter gave up on failed sends {send_failed}"
     elif (queued := (run.counters_after or {}).get("queue_size", 0)) > 0:
         cause, why = "LATE", f"nothing dropped, {queued:g} request(s) still queued"
+    elif not short:
+        cause, why = "LATE", "every count is there but no Kong scrape taken after the traffic arrived"
     else:
         cause, why = "OUTAGE_LOSS", "lost, and the collector's own counters do not say where"
     raise ExpectationFailed(cause, f"not everything sent around a {run.outage.seconds:g}s outage arrived within "

@@ -101,7 +101,7 @@ def survivable_outage(stack: Stack, rate: float, steps: Sequence[float], retry_a
             resilience.judge(run)
         except ExpectationFailed as exc:
             survival.steps.append(Step(seconds, exc.cause, None, run.peak_queue_by_signal, exc.message))
-            print(f"outage {seconds:g}s: {exc.cause}: {exc.message}", flush=True)
+            print(f"outage {seconds:g}s: {exc}", flush=True)
             if exc.cause in NOT_THE_OUTAGE:
                 continue
             break

@@ -89,8 +89,8 @@ def test_outage_length_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_bound_is_one_back_off_a_scrape_and_a_flush() -> None:
     policy = resilience.policy_of({"exporters": {resilience.EXPORTER: {}}, "receivers": {
         "prometheus": {"config": {"scrape_configs": [{"scrape_interval": "5s"}]}}}})
-    assert resilience.Outage(7).bound(policy) == 30 + 5 + resilience.FLUSH_SECONDS
-    assert resilience.Outage(7, retry_after=45).bound(policy) == 45 + 5 + resilience.FLUSH_SECONDS
+    assert resilience.Outage(7).bound(policy) == 30 * 1.5 + 5 + resilience.FLUSH_SECONDS
+    assert resilience.Outage(7, retry_after=60).bound(policy) == 60 + 5 + resilience.FLUSH_SECONDS
 
 
 # ------------------------------------------------------------------------------------------------ counting
