@@ -33,6 +33,10 @@ class StackSettings:
     collector_running: bool = True              # False stops the collector (the "collector down mid-run" control)
     # Keys deep-merged into every otlp_http exporter, e.g. {"retry_on_failure": {"enabled": False}} (resilience)
     exporter_settings: dict[str, Any] = field(default_factory=dict)
+    # Whole manifest files used instead of the manifests folder's (otelgate mutate applies one mutant each)
+    kong_yaml: Path | None = None               # kong.yaml: Kong config reload
+    collector_yaml: Path | None = None          # otel/collector.yaml: collector restart
+    instrumentation_yaml: Path | None = None    # otel/instrumentation.yaml: the instrumented services restart
 
     def with_changes(self, **changes: Any) -> StackSettings:
         """These settings with ``changes`` applied; an unknown name is a ValueError that lists the known ones."""
@@ -63,6 +67,8 @@ URL_COLLECTOR_METRICS = "collector own metrics"     # the collector's service.te
 KONG_SIDE = frozenset({"sampling_rate", "kong_plugin_config"})
 KONG_RESTART = frozenset({"tracing_sampling_rate"})
 COLLECTOR_SIDE = frozenset({"drop_processors", "exporter_token", "collector_running", "exporter_settings"})
+# Whole-file replacements (see the fields above); a stack that cannot apply them must refuse them
+MANIFEST_FILES = frozenset({"kong_yaml", "collector_yaml", "instrumentation_yaml"})
 
 
 @runtime_checkable

@@ -253,7 +253,7 @@ class LocalStack:
         binary = self._collector_binary or collector_mod.find_collector()
         if self._collector_ports is None:
             self._collector_ports = CollectorPorts.allocate()
-        resource = load_collector_resource(self.collector_yaml)
+        resource = load_collector_resource(self.settings.collector_yaml or self.collector_yaml)
         config = self._collector_config(resource)
         _write_yaml(self.workdir / "config" / "collector.yaml", config, self._token)
         env = local_env(resource, self._token, **{TOPOLOGY.deployment_env: self.kong_deployment_name})
@@ -293,7 +293,9 @@ class LocalStack:
 
     def _start_services(self) -> None:
         assert self._collector_ports is not None
-        instrumentation = Instrumentation.from_manifest(f"http://{HOST}:{self._collector_ports.otlp_http}")
+        endpoint = f"http://{HOST}:{self._collector_ports.otlp_http}"
+        instrumentation = (Instrumentation.from_manifest(endpoint, self.settings.instrumentation_yaml)
+                           if self.settings.instrumentation_yaml else Instrumentation.from_manifest(endpoint))
         membership = f"{HOST}:{self.ports.services['membership']}"
         started = []
         for service in DEMO_SERVICES:  # all four start at once; each is waited on below
@@ -312,7 +314,7 @@ class LocalStack:
 
         assert self._collector_ports is not None
         return kongconfig.derive_kong_config(
-            kongconfig.load(self.kong_yaml),
+            kongconfig.load(settings.kong_yaml or self.kong_yaml),
             # a hostname, as on the cluster: Kong resolves names (kong.dns span) but not IP literals
             upstreams={name: f"http://localhost:{self.ports.services[name]}" for name in GATEWAY_SERVICES},
             otlp_traces_endpoint=f"http://{HOST}:{self._collector_ports.otlp_http}/v1/traces",
@@ -402,17 +404,20 @@ class LocalStack:
         plus overrides and POSTed to its Admin API ``/config`` (as DB-less Kong is reconfigured).
         ``tracing_sampling_rate`` is a kong.conf setting, so the simulator restarts with it. Collector-side
         (``drop_processors``, ``exporter_token``, ``collector_running``): the collector restarts with the
-        re-derived config (or stays stopped).
+        re-derived config (or stays stopped). Whole manifest files (``kong_yaml``, ``collector_yaml``,
+        ``instrumentation_yaml``): a Kong reload, a collector restart, the demo services restarted with the new env.
         """
         new = self.settings.with_changes(**changes)
         changed = self.settings.differs_in(new)
         previous, self.settings = self.settings, new
         try:
-            if changed & COLLECTOR_SIDE:
+            if changed & (COLLECTOR_SIDE | {"collector_yaml"}):
                 self._restart_collector()
+            if "instrumentation_yaml" in changed:
+                self._restart_services()
             if changed & KONG_RESTART:
                 self._restart_kong()
-            elif changed & KONG_SIDE:
+            elif changed & (KONG_SIDE | {"kong_yaml"}):
                 self._post_kong_config()
         except BaseException:
             self.settings = previous
@@ -442,6 +447,14 @@ class LocalStack:
         for port in (self.ports.proxy, self.ports.kong_status, self.ports.kong_admin):
             wait_port_free(HOST, port, timeout=self.timeouts.port_release)
         self._start_kong()
+
+    def _restart_services(self) -> None:
+        for name in reversed(DEMO_SERVICES):
+            proc = self.processes.pop(name, None)
+            if proc is not None:
+                proc.stop()
+                wait_port_free(HOST, self.ports.services[name], timeout=self.timeouts.port_release)
+        self._start_services()
 
     def _restart_collector(self) -> None:
         assert self._collector_ports is not None
