@@ -27,9 +27,9 @@ MAX_AUTO_WORKERS = 4
 
 
 def auto_workers() -> int:
-    """One decode worker per core, none on a single core (there the event loop would only compete with them)."""
+    """One decode worker per core beyond the one the event loop needs (none on a single core)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores < 2 else min(cores, MAX_AUTO_WORKERS)
+    return max(0, min(cores - 1, MAX_AUTO_WORKERS))
 
 
 class SpanPreparer:
