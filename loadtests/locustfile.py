@@ -23,6 +23,7 @@ import socket
 from pathlib import Path
 from typing import IO, Any
 
+import gevent
 from locust import FastHttpUser, events, task
 from locust.env import Environment
 
@@ -58,6 +59,10 @@ def check_options(options: Any) -> None:
 
 @events.init.add_listener
 def _check_options_at_start(environment: Environment, **_kwargs: Any) -> None:
+    # locust sets its --run-time timer right after this event, with gevent.spawn_later, which counts from the event
+    # loop's cached clock. Nothing has run the loop since it was created before the (slow, on a loaded machine)
+    # imports, so that clock can be seconds old and the run would end that much early; refresh it here.
+    gevent.get_hub().loop.update_now()
     if environment.parsed_options is not None:
         try:
             check_options(environment.parsed_options)
