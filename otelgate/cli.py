@@ -20,10 +20,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("otelgate.collector.cli", "find or build otelgate's collector distribution"),
     "kongsim": ("otelgate.kongsim.__main__", "run the Kong 3.9 simulator (a test double for the local stack)"),
     "outage": ("otelgate.resilience_cli", "measure the longest backend outage the pipeline survives without loss"),
+    "mutate": ("otelgate.mutate.cli", "mutation testing: which misconfigurations of the manifests the gate catches"),
 }
 # Subcommands that read the deployment's manifests folder take --manifests DIR. It is applied before the
 # subcommand's module is imported, so module-level reads of the folder (and child processes) see it too.
-READS_MANIFESTS = frozenset({"up", "lint", "replay", "outage"})
+READS_MANIFESTS = frozenset({"up", "lint", "replay", "outage", "mutate"})
 
 
 def build_parser() -> argparse.ArgumentParser:
