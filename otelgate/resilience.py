@@ -332,14 +332,18 @@ def _metric_deltas(stack: Stack, delivery: Delivery, run: OutageRun) -> None:
             expect_metrics.assert_contiguous_windows(selected, min_points=1)
         except ExpectationFailed:
             delivery.metric_windows_ok = False
-        delivery.bucket_changes += _bucket_changes(selected)
+        # against the series' points before the baseline too: the lost window may be the first one after it
+        series = expect_metrics.select(points, name, 0, **{claims.ROUTE_LABEL: run.route.kong_route})
+        delivery.bucket_changes += _bucket_changes(series, run.baseline_ns)
 
 
-def _bucket_changes(points: Sequence[Mapping[str, Any]]) -> list[str]:
+def _bucket_changes(points: Sequence[Mapping[str, Any]], after_ns: int) -> list[str]:
+    """Changes of a histogram's bucket count between consecutive points, where the later one ends after
+    ``after_ns``."""
     ordered = sorted((p for p in points if "explicit_bounds" in p), key=lambda p: int(p["start_unix_nano"]))
     return [f"{p['name']}: {len(a['explicit_bounds']) + 1} -> {len(p['explicit_bounds']) + 1} buckets in the window "
             f"ending {p['time_unix_nano']}" for a, p in itertools.pairwise(ordered)
-            if len(a["explicit_bounds"]) != len(p["explicit_bounds"])]
+            if len(a["explicit_bounds"]) != len(p["explicit_bounds"]) and int(p["time_unix_nano"]) > after_ns]
 
 
 # ------------------------------------------------------------------------------------------------ the claim

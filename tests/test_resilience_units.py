@@ -290,3 +290,17 @@ def test_a_window_lost_where_a_histogram_gained_buckets_is_named_as_such() -> No
     with pytest.raises(ExpectationFailed) as failed:
         resilience.judge(run)
     assert failed.value.cause == "QUEUE_FULL"
+
+
+def test_a_bucket_change_right_after_the_baseline_is_seen_against_the_baseline_scrape() -> None:
+    sink = _everything(IDS)
+    first, second = [p for p in sink.points if p["name"] == claims.LATENCY_HISTOGRAM]
+    sink.points.remove(first)                                       # the window right after the baseline was lost
+    second["explicit_bounds"] = [1.0] * 11
+    sink.points.append(dict(first, start_unix_nano=0, time_unix_nano=10, explicit_bounds=[1.0] * 8))  # baseline
+    run = _run(IDS)
+    run.delivery = resilience.observe_delivery(FakeStack(sink), run, {})  # type: ignore[arg-type]
+    run.counters_before = run.counters_after = {"queue_size": 0.0}
+    with pytest.raises(ExpectationFailed) as failed:
+        resilience.judge(run)
+    assert failed.value.cause == "NEW_HISTOGRAM_BUCKET"
