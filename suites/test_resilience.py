@@ -20,17 +20,25 @@ OUTAGE = resilience.Outage.from_env()
 SLOW_BACKEND_MS = 5000.0
 
 
+def _tolerated(run: resilience.OutageRun) -> str:
+    """Loudly, what the claim let pass: a latency-histogram window lost where Kong added a bucket (cumulative_to_delta
+    drops that point; README 'metric_start_time'). Not the outage's doing -- the request counter, carried in the same
+    scrapes and export batches, was exact -- and the metrics claim judges histogram exactness."""
+    return f"\nTOLERATED (not the outage): {run.tolerated}" if run.tolerated else ""
+
+
 def test_an_outage_loses_nothing(warm_stack: Stack) -> None:
-    run = resilience.check_outage_loses_nothing(warm_stack, OUTAGE)
+    run = resilience.check_outage_loses_nothing(warm_stack, OUTAGE, tolerate_new_bucket=True)
     assert run.during_outage, "no request was sent while the sink refused: the claim checked nothing"
     assert run.refusals(), "the sink refused nothing: there was no outage"
     print(f"outage {OUTAGE.describe()}: everything arrived {run.delivered_after:.1f}s after recovery "
-          f"(bound {OUTAGE.bound(run.policy):g}s); peak queue {run.peak_queue:g} requests")
+          f"(bound {OUTAGE.bound(run.policy):g}s); peak queue {run.peak_queue:g} requests{_tolerated(run)}")
 
 
 def test_a_slow_backend_loses_nothing(warm_stack: Stack) -> None:
     slow = resilience.Outage(OUTAGE.seconds, slow_ms=SLOW_BACKEND_MS)
-    run = resilience.check_outage_loses_nothing(warm_stack, slow)
+    run = resilience.check_outage_loses_nothing(warm_stack, slow, tolerate_new_bucket=True)
+    print(f"slow backend {slow.describe()}: everything arrived{_tolerated(run)}")
     assert not run.refusals(), f"a slow backend refuses nothing, yet the sink recorded {run.refusals()}"
     assert run.policy.timeout > SLOW_BACKEND_MS / 1000, run.policy.describe()
 

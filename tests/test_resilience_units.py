@@ -304,3 +304,25 @@ def test_a_bucket_change_right_after_the_baseline_is_seen_against_the_baseline_s
     with pytest.raises(ExpectationFailed) as failed:
         resilience.judge(run)
     assert failed.value.cause == "NEW_HISTOGRAM_BUCKET"
+
+
+def test_the_suite_may_tolerate_a_new_bucket_loss_but_nothing_else() -> None:
+    def lossy(counter_short: bool) -> resilience.OutageRun:
+        sink = _everything(IDS)
+        first, second = [p for p in sink.points if p["name"] == claims.LATENCY_HISTOGRAM]
+        sink.points.remove(first)
+        second["explicit_bounds"] = [1.0] * 11
+        sink.points.append(dict(first, start_unix_nano=0, time_unix_nano=10, explicit_bounds=[1.0] * 8))
+        if counter_short:
+            sink.points.remove(next(p for p in sink.points if p["name"] == claims.REQUEST_COUNTER))
+        run = _run(IDS)
+        run.delivery = resilience.observe_delivery(FakeStack(sink), run, {})  # type: ignore[arg-type]
+        run.counters_before = run.counters_after = {"queue_size": 0.0}
+        return run
+
+    run = lossy(counter_short=False)
+    resilience.judge(run, tolerate_new_bucket=True)
+    assert "9 -> 12 buckets" in run.tolerated
+    with pytest.raises(ExpectationFailed) as failed:      # the request counter short too: outage loss
+        resilience.judge(lossy(counter_short=True), tolerate_new_bucket=True)
+    assert failed.value.cause == "OUTAGE_LOSS"
