@@ -68,11 +68,15 @@ class Manifests:
 # --- loading --------------------------------------------------------------------------------------------------------
 
 
+# libyaml's safe loader when PyYAML has it (the same documents, ~10x faster than the pure-Python one)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load(root: Path) -> Manifests:
     m = Manifests(root=root.resolve())
     for path in sorted([*m.root.rglob("*.yaml"), *m.root.rglob("*.yml")]):
         try:
-            bodies = list(yaml.safe_load_all(path.read_text()))
+            bodies = list(yaml.load_all(path.read_text(), Loader=_LOADER))
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""

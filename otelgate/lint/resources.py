@@ -3,6 +3,7 @@ Operator needs, pinned images, the injection annotations and Kong's Helm values.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +18,6 @@ OPERATOR_GROUP = "opentelemetry.io/"
 
 
 def check_schemas(m: Manifests, kubernetes_version: str = KUBERNETES_VERSION) -> None:
-    import kubernetes_validate
-
     for doc in m.docs:
         api = str(doc.body.get("apiVersion", ""))
         if api.startswith(OPERATOR_GROUP):  # the Operator's CRD schemas, at the pinned version (offline, cached)
@@ -27,13 +26,29 @@ def check_schemas(m: Manifests, kubernetes_version: str = KUBERNETES_VERSION) ->
             continue
         if not api or not doc.kind or api.startswith(CUSTOM_GROUPS):
             continue
-        try:
-            kubernetes_validate.validate(doc.body, kubernetes_version, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            path = ".".join(str(p) for p in exc.path) or "(root)"
-            m.add(doc.file, f"{doc.kind}/{doc.name}: {path}: {exc.message} (Kubernetes {kubernetes_version} schema)")
-        except kubernetes_validate.SchemaNotFoundError:
-            m.add(doc.file, f"{doc.kind}/{doc.name}: no Kubernetes {kubernetes_version} schema for {api} {doc.kind}")
+        key = (kubernetes_version, json.dumps(doc.body, sort_keys=True, default=str))
+        if key not in _SCHEMA_VERDICTS:
+            _SCHEMA_VERDICTS[key] = _schema_problem(doc.body, kubernetes_version)
+        if verdict := _SCHEMA_VERDICTS[key]:
+            m.add(doc.file, f"{doc.kind}/{doc.name}: {verdict}")
+
+
+# (version, document) -> problem or None: kubernetes_validate re-reads its JSON schemas on every call (~0.15 s a
+# document), and a process that lints many variants of one folder (otelgate mutate, tests) repeats unchanged documents
+_SCHEMA_VERDICTS: dict[tuple[str, str], str | None] = {}
+
+
+def _schema_problem(body: dict[str, Any], kubernetes_version: str) -> str | None:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(body, kubernetes_version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path) or "(root)"
+        return f"{path}: {exc.message} (Kubernetes {kubernetes_version} schema)"
+    except kubernetes_validate.SchemaNotFoundError:
+        return f"no Kubernetes {kubernetes_version} schema for {body.get('apiVersion')} {body.get('kind')}"
+    return None
 
 
 # --- 3. custom resources --------------------------------------------------------------------------------------------
