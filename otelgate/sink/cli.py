@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer to a metrics request over 15,000 data points (default 413)")
     parser.add_argument("--workers", type=_workers, default="auto", metavar="N|auto",
                         help="decode worker processes for large trace requests; the store stays in this process "
-                             "(default auto: one per core beyond the event loop's, so 1 on 2 cores)")
+                             "(default auto: one per core beyond the event loop's, none on 1-2 cores)")
     parser.add_argument("--report-dropped", action="store_true",
                         help="report spans/logs dropped for their timestamp in partial_success")
 

@@ -27,9 +27,14 @@ MAX_AUTO_WORKERS = 4
 
 
 def auto_workers() -> int:
-    """One decode worker per core beyond the one the event loop needs (none on a single core)."""
+    """Decode workers worth starting: one per core beyond the event loop's, and none on 1-2 cores.
+
+    Measured on 2 shared cores (benchmarks/results/sink_ingest.md): one worker only moves the decode elsewhere and
+    adds the pickling (8192-span requests at half the inline rate); two competed with the event loop (one run +17 %,
+    the next -36 %). With 3+ cores the workers decode in parallel while the loop keeps a core.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(cores - 1, MAX_AUTO_WORKERS))
+    return 0 if cores <= 2 else min(cores - 1, MAX_AUTO_WORKERS)
 
 
 class SpanPreparer:
