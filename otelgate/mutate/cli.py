@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print("otelgate mutate: --jobs must be at least 1", file=sys.stderr)
         return 2
     equivalents = load_equivalents(args.equivalents or manifests / EQUIVALENTS_FILE)
+    if stale := sorted(set(equivalents) - {m.id for m in catalog.generate(manifests)}):
+        print(f"otelgate mutate: the equivalents file names mutants the catalog no longer has: {stale}", flush=True)
     dest = args.out or report.default_dest()
     originals = {name: target.documents for name, target in catalog.targets(manifests).items()}
     print(f"otelgate mutate: {len(mutants)} of {catalog_size} mutants, {args.jobs} job(s); report in {dest}",
