@@ -94,6 +94,15 @@ def load(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def mutate(session: nox.Session) -> None:
+    """Mutation testing of the manifests: every catalogued mutant judged by lint and the claims on the local stack
+    (docs/mutation.md); report in reports/mutation-<ts>/. Options after `--` go to `otelgate mutate`."""
+    _install(session, "test")
+    _ensure_collector(session)
+    session.run("python", "-m", "otelgate", "mutate", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff (every Python file of the repository) and mypy (otelgate and loadtests, strictness in pyproject.toml)."""
     _install(session, "lint", "test")
