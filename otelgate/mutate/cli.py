@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     equivalents = load_equivalents(args.equivalents or manifests / EQUIVALENTS_FILE)
     if stale := sorted(set(equivalents) - {m.id for m in catalog.generate(manifests)}):
         print(f"otelgate mutate: the equivalents file names mutants the catalog no longer has: {stale}", flush=True)
-    dest = args.out or report.default_dest()
+    dest = (args.out or report.default_dest()).resolve()  # the stack's processes run in other folders
     originals = {name: target.documents for name, target in catalog.targets(manifests).items()}
     print(f"otelgate mutate: {len(mutants)} of {catalog_size} mutants, {args.jobs} job(s); report in {dest}",
           flush=True)
