@@ -342,8 +342,7 @@ LUA_VARIANTS: dict[str, tuple[str | None, str]] = {
 
 @operator("custom-fields-lua", KONG)
 def custom_fields_lua(doc: Mapping[str, Any]) -> Iterator[Mutation]:
-    """Replace one custom_fields_by_lua snippet by a plausible mistake (nil, the table, another field, an error,
-    a sandbox-forbidden global) or remove it."""
+    """Replace one custom_fields_by_lua snippet by a plausible mistake, or remove it (see LUA_VARIANTS)."""
     for plugin in _plugins(doc):
         fields = (plugin.get("config") or {}).get("custom_fields_by_lua") or {}
         for field_name in fields:
