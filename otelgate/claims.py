@@ -318,13 +318,14 @@ def _traffic_then_scrape(stack: Stack, requests: int, url_path: str, started: in
 
 
 def _anchored(points: Sequence[Mapping[str, Any]], baseline: int, route: str) -> bool:
-    """The route's counter and latency windows after ``baseline`` start at it: no unexported scrape in between
-    (the first scrape after a collector restart only sets cumulative_to_delta's baseline, and a reset starts a new
-    window). Nothing exported since the baseline counts as not anchored; one of the two missing does not (that is
-    the claim's MISSING_METRIC to report)."""
-    after = [p for name in (REQUEST_COUNTER, LATENCY_HISTOGRAM)
-             for p in expect_metrics.select(points, name, baseline, **{ROUTE_LABEL: route})]
-    return bool(after) and all(int(p["start_unix_nano"]) <= baseline for p in after)
+    """The route's windows after ``baseline`` start at it. False means a collector restart since the baseline: its
+    first scrape only sets cumulative_to_delta's baseline, so nothing was exported since, or the counter's first
+    window starts after the baseline. Judged on the counter (on the histogram only when the counter is absent, the
+    claim's MISSING_METRIC to report): a histogram-only discontinuity, e.g. cumulative_to_delta dropping the scrape
+    in which Kong exposed a new bucket, is a loss the claim must report, not retry around."""
+    counter = expect_metrics.select(points, REQUEST_COUNTER, baseline, **{ROUTE_LABEL: route})
+    reference = counter or expect_metrics.select(points, LATENCY_HISTOGRAM, baseline, **{ROUTE_LABEL: route})
+    return bool(reference) and all(int(p["start_unix_nano"]) <= baseline for p in reference)
 
 
 def _about_kong(rejection: Rejection) -> bool:
