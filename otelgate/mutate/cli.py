@@ -9,6 +9,8 @@ non-equivalent mutant survives, 0 when every one is killed or equivalent.
 from __future__ import annotations
 
 import argparse
+import json
+import signal
 import sys
 import threading
 import time
@@ -83,9 +85,14 @@ def _judge_all(mutants: list[catalog.Mutant], originals: dict[str, tuple[object,
     lock = threading.Lock()
     done: list[int] = [0]
 
+    dest.mkdir(parents=True, exist_ok=True)
+    partial = dest / "verdicts.jsonl"  # every verdict as it is given: a cut-short run keeps what it judged
+
     def progress(_done: int, _total: int, verdict: Verdict, _elapsed: float) -> None:
         with lock:
             done[0] += 1
+            with partial.open("a") as out:
+                out.write(json.dumps(verdict.as_dict()) + "\n")
             elapsed = time.monotonic() - started
             eta = elapsed / done[0] * (len(mutants) - done[0])
             killer = f" by {verdict.killer} [{verdict.cause}]" if verdict.killer else ""
@@ -102,11 +109,17 @@ def _judge_all(mutants: list[catalog.Mutant], originals: dict[str, tuple[object,
             StackOptions(workdir=workdir / "stack", manifests=manifests)))
         try:
             results[index] = judging.run(runner, shares[index], originals, progress)
-        except BaseException as exc:  # reported after the other jobs finished
+        except Exception as exc:  # reported after the other jobs finished
             errors.append(exc)
         finally:
             runner.close()
 
+    if jobs == 1:  # in this thread, so Ctrl-C / SIGTERM stop the stack through the runner's close()
+        signal.signal(signal.SIGTERM, _interrupt)
+        work(0)
+        if errors:
+            raise errors[0]
+        return results[0]
     threads = [threading.Thread(target=work, args=(i,), name=f"mutate-{i}") for i in range(len(shares))]
     for thread in threads:
         thread.start()
@@ -116,3 +129,7 @@ def _judge_all(mutants: list[catalog.Mutant], originals: dict[str, tuple[object,
         raise errors[0]
     by_id = {v.mutant: v for share in results for v in share}
     return [by_id[m.id] for m in mutants]
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -202,6 +202,7 @@ class Runner:
     stack: Stack | None = None
     _workspace: Path | None = None
     _baseline: dict[str, Any] = field(default_factory=dict)
+    _checked: bool = False
 
     def workspace(self) -> Path:
         if self._workspace is None:
@@ -254,7 +255,23 @@ class Runner:
             if self.stack_factory is None:
                 raise RuntimeError("a mutant needs the running stack, and this runner was given no stack_factory")
             self.stack = self.stack_factory()
+            self._checked = False
+        if not self._checked:
+            self._check_unmutated(self.stack)
         return self.stack
+
+    def _check_unmutated(self, stack: Stack) -> None:
+        """Prime every route as the suites do (Kong's series exist, so a later delta counts from a known point),
+        then require every claim to pass on the unmutated manifests: a kill must be the mutant's doing."""
+        from otelgate import claims
+
+        claims.prime(stack)
+        failed = run_claims(stack, self.claims)
+        if failed is not None:
+            claim, cause, evidence = failed
+            raise RuntimeError(f"the gate is red on the unmutated manifests ({claim}: [{cause}] {evidence}); "
+                               "mutants cannot be judged until it is green")
+        self._checked = True
 
     def _restore(self, setting: str) -> None:
         """Back to the manifests' own file; a stack that cannot go back is replaced by a fresh one."""
@@ -264,9 +281,7 @@ class Runner:
         except Exception:
             with contextlib.suppress(Exception):
                 self.stack.close()
-            self.stack = None
-            if self.stack_factory is not None:
-                self.stack = self.stack_factory()
+            self.stack = None  # the next mutant that needs one starts (and checks) a fresh stack
 
     def close(self) -> None:
         if self.stack is not None and self.stack_factory is not None:  # a stack given by the caller stays theirs
