@@ -31,7 +31,8 @@ def test_an_outage_loses_nothing(warm_stack: Stack) -> None:
     run = resilience.check_outage_loses_nothing(warm_stack, OUTAGE, tolerate_new_bucket=True)
     assert run.during_outage, "no request was sent while the sink refused: the claim checked nothing"
     assert run.refusals(), "the sink refused nothing: there was no outage"
-    print(f"outage {OUTAGE.describe()}: everything arrived {run.delivered_after:.1f}s after recovery "
+    arrived = "at the bound" if run.delivered_after is None else f"{run.delivered_after:.1f}s after recovery"
+    print(f"outage {OUTAGE.describe()}: everything arrived {arrived} "
           f"(bound {OUTAGE.bound(run.policy):g}s); peak queue {run.peak_queue:g} requests{_tolerated(run)}")
 
 
