@@ -239,6 +239,7 @@ class OutageRun:
     during_outage: list[str] = field(default_factory=list)     # request ids sent while the sink refused
     outage_ended: float = 0.0                                   # time.monotonic() when the sink recovered
     counters_before: dict[str, float] | None = None
+    refused_for: float = 0.0                                    # seconds the sink actually refused (wall time)
     counters_after: dict[str, float] | None = None
     peak_queue: float = 0.0                                     # requests queued, all signals together
     peak_queue_by_signal: dict[str, float] = field(default_factory=dict)
@@ -252,7 +253,7 @@ class OutageRun:
                                         if r.reason == FAULT_REASON))
 
     def facts(self) -> dict[str, Any]:
-        return {"outage": self.outage.describe(),
+        return {"outage": f"{self.outage.describe()}; refused for {self.refused_for:.1f}s of wall time",
                 "policy": self.policy.describe(),
                 "requests sent / during the outage": f"{self.traffic.sent} / {len(self.during_outage)}",
                 "delivery": "; ".join(self.delivery.lines()),
@@ -359,27 +360,30 @@ def baseline_scrape(stack: Stack, route: Route, requests: int = 10) -> int:
 
 
 def drive_outage(stack: Stack, outage: Outage, route: Route, rate: float, lead: float, tail: float,
-                 on_tick: Callable[[], None] | None = None) -> tuple[Traffic, list[str], float]:
-    """Send ``rate`` requests/s on ``route`` for ``lead`` + the outage + ``tail`` seconds while the sink refuses
-    during the outage; the faults are cleared whatever happens. Returns the traffic, the ids sent during the
-    outage and ``time.monotonic()`` of the recovery."""
+                 on_tick: Callable[[], None] | None = None) -> tuple[Traffic, list[str], float, float]:
+    """Send up to ``rate`` requests/s on ``route`` for ``lead`` + the outage + ``tail`` seconds of wall time while
+    the sink refuses during the outage; the faults are cleared whatever happens. Phases follow the clock, not the
+    number of requests sent (a busy machine sends fewer). Returns the traffic, the ids sent during the outage,
+    ``time.monotonic()`` of the recovery and how long the sink actually refused."""
     if rate <= 0:
         raise ValueError(f"rate must be > 0 requests/s, got {rate}")
     total = Traffic(path=route.path, started_ns=now_ns())
     during: list[str] = []
     throttled_until = lead + outage.seconds * outage.throttled_share
-    phase, recovered = "lead", 0.0
+    phase, began_outage, recovered = "lead", 0.0, 0.0
     began = time.monotonic()
+    tick = 0
     try:
-        for tick in range(int((lead + outage.seconds + tail) * rate)):
-            elapsed = tick / rate
-            time.sleep(max(0.0, began + elapsed - time.monotonic()))
-            if phase == "lead" and elapsed >= lead and outage.slow_ms:
-                stack.sink.inject_fault(None, None, latency_ms=outage.slow_ms)
-                phase = "unavailable"
-            elif phase == "lead" and elapsed >= lead:
-                phase = "throttled" if outage.throttled_share > 0 else "unavailable"
-                stack.sink.inject_fault(429 if phase == "throttled" else 503, None, retry_after=outage.retry_after)
+        while (elapsed := time.monotonic() - began) < lead + outage.seconds + tail:
+            if phase == "lead" and elapsed >= lead:
+                if outage.slow_ms:
+                    stack.sink.inject_fault(None, None, latency_ms=outage.slow_ms)
+                    phase = "unavailable"
+                else:
+                    phase = "throttled" if outage.throttled_share > 0 else "unavailable"
+                    stack.sink.inject_fault(429 if phase == "throttled" else 503, None,
+                                            retry_after=outage.retry_after)
+                began_outage = time.monotonic()
             if phase == "throttled" and elapsed >= throttled_until:
                 stack.sink.clear_faults()
                 stack.sink.inject_fault(503, None, retry_after=outage.retry_after)
@@ -393,10 +397,13 @@ def drive_outage(stack: Stack, outage: Outage, route: Route, rate: float, lead: 
                 during += one.request_ids
             if on_tick is not None:
                 on_tick()
+            tick += 1
+            time.sleep(max(0.0, began + tick / rate - time.monotonic()))
     finally:
         stack.sink.clear_faults()
+    recovered = recovered or time.monotonic()
     total.ended_ns = now_ns()
-    return total, during, recovered or time.monotonic()
+    return total, during, recovered, recovered - (began_outage or recovered)
 
 
 def _extend(total: Traffic, one: Traffic) -> None:
@@ -416,15 +423,19 @@ def run_outage(stack: Stack, outage: Outage | None = None, *, route: Route | Non
     started = now_ns()
     before = collector_counters(stack)
     peak: dict[str, float] = {}
+    sampled = {"at": 0.0}
 
     def sample_queue() -> None:
+        if time.monotonic() - sampled["at"] < 1.0:   # one scrape of the collector per second is plenty
+            return
+        sampled["at"] = time.monotonic()
         for name, value in (collector_counters(stack) or {}).items():
             if name.startswith("queue_size"):
                 peak[name] = max(peak.get(name, 0.0), value)
 
-    traffic, during, recovered = drive_outage(stack, outage, route, rate, lead, tail, sample_queue)
+    traffic, during, recovered, refused_for = drive_outage(stack, outage, route, rate, lead, tail, sample_queue)
     claims.require_ok(traffic, len(traffic.statuses))
-    run = OutageRun(outage, policy, route, baseline, traffic, during, recovered, before)
+    run = OutageRun(outage, policy, route, baseline, traffic, during, recovered, before, refused_for=refused_for)
     complete: dict[str, int] = {}
     deadline = outage.bound(policy) - (time.monotonic() - recovered)
 
