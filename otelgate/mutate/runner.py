@@ -152,7 +152,7 @@ def _traces(stack: Stack) -> None:
 def _logs(stack: Stack) -> None:
     from otelgate import claims
 
-    claims.check_access_logs(stack, requests=5)
+    claims.check_access_logs(stack, requests=10)  # as suites/test_logs.py
 
 
 def _sampling(stack: Stack) -> None:
@@ -164,7 +164,7 @@ def _sampling(stack: Stack) -> None:
 def _metrics(stack: Stack) -> None:
     from otelgate import claims
 
-    claims.check_metrics_delta_and_counts(stack, requests=5)
+    claims.check_metrics_delta_and_counts(stack, requests=20)  # as suites/test_metrics.py
 
 
 # fastest first: a trace or a log is decided in about a second, sampling in a few, metrics wait for a scrape
@@ -186,6 +186,17 @@ def run_claims(stack: Stack, claims: Sequence[tuple[str, Callable[[Stack], None]
         except AssertionError as exc:  # e.g. the gateway answered an error: the suite would be red as well
             return name, type(exc).__name__, str(exc).splitlines()[0][:600] if str(exc) else ""
     return None
+
+
+def _settle_after_collector_restart(stack: Stack) -> None:
+    """Wait (bounded by the claims' scrape timing) until a scrape of the new collector reached the sink, so the
+    metrics claim's baseline is this collector's, as in the suites; a mutant that stops metrics ends the wait at
+    its timeout or on a refusal, and the metrics claim then says why."""
+    from otelgate import claims
+    from otelgate.traffic import now_ns
+
+    with contextlib.suppress(Exception):
+        claims.wait_for_scrape_after(stack, now_ns(), "the restarted collector's first exported scrape")
 
 
 # ------------------------------------------------------------------------------------------------- the run
@@ -242,13 +253,28 @@ class Runner:
             except Exception as exc:
                 return Verdict(**base, verdict=KILLED, killer="stack", cause="NOT_APPLIED",
                                evidence=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:600])
+            if setting == "collector_yaml":
+                _settle_after_collector_restart(stack)
             failed = run_claims(stack, self.claims)
         finally:
             self._restore(setting)
         if failed is None:
             return Verdict(**base, verdict=SURVIVED, why="lint and every claim pass with it applied")
         claim, cause, evidence = failed
+        unmutated = self._confirm(claim)
+        if unmutated is not None:  # the claim fails without the mutant too: the failure is not the mutant's doing
+            return Verdict(**base, verdict=SURVIVED, killer=None, cause=cause, evidence=evidence,
+                           why=f"inconclusive: {claim} failed with it ([{cause}]) but also on the restored, unmutated "
+                               f"stack ([{unmutated}]); not counted as killed")
         return Verdict(**base, verdict=KILLED, killer=claim, cause=cause, evidence=evidence)
+
+    def _confirm(self, claim: str) -> str | None:
+        """Run the killing claim again on the restored stack: None when it passes there (the kill stands), else the
+        cause it failed with."""
+        if self.stack is None:  # could not be restored: a fresh stack is checked before the next mutant
+            return None
+        failed = run_claims(self.stack, [c for c in self.claims if c[0] == claim])
+        return None if failed is None else failed[1]
 
     def _stack(self) -> Stack:
         if self.stack is None:
@@ -278,6 +304,8 @@ class Runner:
         assert self.stack is not None
         try:
             self.stack.reconfigure(**{setting: None})
+            if setting == "collector_yaml":
+                _settle_after_collector_restart(self.stack)
         except Exception:
             with contextlib.suppress(Exception):
                 self.stack.close()
