@@ -19,6 +19,14 @@ MANIFESTS = paths.manifests_dir()
 KONG_MUTANT = "sampling-zero:kong/kong.yaml:plugins[opentelemetry].config.sampling_rate"
 
 
+class FakeSink:
+    def __init__(self) -> None:
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
 class FakeStack:
     name = "fake"
     gateway_url = "http://127.0.0.1:1"
@@ -28,6 +36,7 @@ class FakeStack:
         self.settings = StackSettings()
         self.applied: list[dict[str, Any]] = []
         self.refuse = refuse
+        self.sink = FakeSink()
 
     def reconfigure(self, **changes: Any) -> None:
         self.applied.append(changes)
@@ -48,6 +57,21 @@ def claim(fails_when: Callable[[FakeStack], bool], cause: str = "NOT_SAMPLED") -
     return check
 
 
+@pytest.fixture(autouse=True)
+def no_priming(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """claims.prime drives real traffic; here it records that the runner primed."""
+    from otelgate import claims as claims_module
+
+    primed: list[object] = []
+
+    def prime(stack: object) -> dict[str, bool]:
+        primed.append(stack)
+        return {}
+
+    monkeypatch.setattr(claims_module, "prime", prime)
+    return primed
+
+
 @pytest.fixture(scope="module")
 def mutants() -> dict[str, catalog.Mutant]:
     return {m.id: m for m in catalog.generate(MANIFESTS)}
@@ -66,7 +90,8 @@ def judge(tmp_path: Path, stack: FakeStack, claims: list[tuple[str, Callable[[An
 
 
 def test_a_claim_that_fails_only_with_the_mutant_kills_it_and_the_stack_is_restored(
-        tmp_path: Path, mutants: dict[str, catalog.Mutant], originals: dict[str, Any]) -> None:
+        tmp_path: Path, mutants: dict[str, catalog.Mutant], originals: dict[str, Any], no_priming: list[object]
+) -> None:
     stack = FakeStack()
     ran: list[str] = []
     claims = [("traces", lambda s: ran.append("traces")),
@@ -79,6 +104,8 @@ def test_a_claim_that_fails_only_with_the_mutant_kills_it_and_the_stack_is_resto
     applied = stack.applied[0]["kong_yaml"]
     assert isinstance(applied, Path) and "sampling_rate: 0.0" in applied.read_text()
     assert stack.applied[-1] == {"kong_yaml": None} and not stack.mutated
+    assert stack.sink.resets == 1  # nothing the mutant produced is judged with the next one
+    assert no_priming == [stack]    # primed after the restore, as the suites' warm-up does
 
 
 def test_a_claim_that_also_fails_without_the_mutant_is_inconclusive_not_a_kill(
@@ -103,11 +130,7 @@ def test_a_mutant_the_stack_refuses_is_killed_by_the_stack(tmp_path: Path, mutan
 
 
 def test_a_red_gate_on_the_unmutated_manifests_stops_the_run(tmp_path: Path, mutants: dict[str, catalog.Mutant],
-                                                             originals: dict[str, Any],
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from otelgate import claims as claims_module
-
-    monkeypatch.setattr(claims_module, "prime", lambda stack: {"traces": True, "logs": True, "metrics": True})
+                                                             originals: dict[str, Any]) -> None:
     runner = Runner(MANIFESTS, tmp_path, stack=FakeStack(),  # type: ignore[arg-type]
                     claims=[("traces", claim(lambda s: True, "NO_TRACE"))])
     with pytest.raises(RuntimeError, match="red on the unmutated manifests"):

@@ -188,11 +188,11 @@ def run_claims(stack: Stack, claims: Sequence[tuple[str, Callable[[Stack], None]
     return None
 
 
-def _settle_after_collector_restart(stack: Stack) -> None:
-    """Prime every route on the restarted collector, as the suites' warm-up does: right after a restart the new
-    collector's first scrape is only cumulative_to_delta's baseline, and the metrics claim then saw one window
-    (NOT_ENOUGH_DATA) even on the unmutated manifests. Priming never fails (a signal the mutant breaks ends its
-    wait on a refusal or at the claims' timeout); the claims that follow give the verdict."""
+def _settle(stack: Stack) -> None:
+    """Prime every route as the suites' warm-up does: after a restore (the sink emptied), and on a restarted
+    collector, whose first scrape is only cumulative_to_delta's baseline (without priming, the metrics claim saw one
+    window, NOT_ENOUGH_DATA, even on the unmutated manifests). Priming never fails: a signal the mutant breaks ends
+    its wait on a refusal or at the claims' timeout, and the claims that follow give the verdict."""
     from otelgate import claims
 
     claims.prime(stack)
@@ -253,7 +253,7 @@ class Runner:
                 return Verdict(**base, verdict=KILLED, killer="stack", cause="NOT_APPLIED",
                                evidence=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:600])
             if setting == "collector_yaml":
-                _settle_after_collector_restart(stack)
+                _settle(stack)
             failed = run_claims(stack, self.claims)
         finally:
             self._restore(setting)
@@ -303,8 +303,10 @@ class Runner:
         assert self.stack is not None
         try:
             self.stack.reconfigure(**{setting: None})
-            if setting == "collector_yaml":
-                _settle_after_collector_restart(self.stack)
+            # nothing the mutant produced may be judged with the next one (the metrics claim checks every Kong point
+            # in the sink for the deployment attribute): empty the sink, then prime as the suites' warm-up does
+            self.stack.sink.reset()
+            _settle(self.stack)
         except Exception:
             with contextlib.suppress(Exception):
                 self.stack.close()
