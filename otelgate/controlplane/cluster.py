@@ -142,6 +142,7 @@ def _start_apiserver(workdir: Path, binary: Path, creds: Credentials, port: int,
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         # ClusterIPs are only numbers handed out here: no traffic ever goes to this range
         "--service-cluster-ip-range=10.96.0.0/24", "--enable-priority-and-fairness=false", "--profiling=false",
+        "--allow-privileged=true",  # as kind's API server: the Operator's Go instrumentation sidecar is privileged
         "--v=1"], workdir / "kube-apiserver.log").start()
 
     def ready() -> bool:
