@@ -25,6 +25,12 @@ def _ensure_collector(session: nox.Session) -> None:
     session.run("python", "-m", "otelgate", "collector", "--ensure")
 
 
+def _ensure_controlplane(session: nox.Session) -> None:
+    """etcd, kube-apiserver and the OpenTelemetry Operator, built from the Go module proxy once (cached by version),
+    outside any test timeout."""
+    session.run("python", "-m", "otelgate.controlplane", "build")
+
+
 def _junit(name: str) -> str:
     return f"--junitxml={ARTIFACTS}/junit-{name}.xml"
 
@@ -46,11 +52,23 @@ def tests(session: nox.Session) -> None:
     _ensure_collector(session)
     # decK for `deck file validate` of kong.yaml, built from the Go module proxy once (cached), outside any test timeout
     session.run("python", "-m", "otelgate", "lint", "--ensure-deck")
+    _ensure_controlplane(session)
     _ensure_chromium(session)
     # In CI nothing may be skipped: a missing collector, decK or any stack part is a failure there.
     session.env["OTELGATE_REQUIRE_COLLECTOR"] = "1"
     session.env["OTELGATE_REQUIRE_DECK"] = "1"
+    session.env["OTELGATE_REQUIRE_CONTROLPLANE"] = "1"
     session.run("pytest", "tests", "suites", "--stack=local", _junit("tests"), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def controlplane(session: nox.Session) -> None:
+    """A real API server and the OpenTelemetry Operator judge the manifests (docs/controlplane.md)."""
+    _install(session, "test", "kube")
+    _ensure_controlplane(session)
+    session.env["OTELGATE_REQUIRE_CONTROLPLANE"] = "1"
+    session.run("pytest", "tests/test_controlplane.py", "tests/test_controlplane_offline.py", _junit("controlplane"),
+                *session.posargs)
 
 
 @nox.session(python=PYTHON)
