@@ -375,6 +375,13 @@ def check_metrics_delta_and_counts(
                                         "counted none (is status_code_metrics on?)",
                                         expect_metrics.describe_points(selected),
                                         Evidence(expected=requests, seen=0, facts={"metric": REQUEST_COUNTER}))
+        elif not selected:
+            raise ExpectationFailed(
+                "COUNT_MISMATCH", f"{name}{{route={route}}}: no window after the baseline reached the sink while "
+                f"{REQUEST_COUNTER}'s did (a histogram point dropped, e.g. when Kong exposed a new bucket)",
+                expect_metrics.describe_points(
+                    expect_metrics.select(points, name, baseline - 1, **{ROUTE_LABEL: route})),
+                Evidence(expected=requests, seen=0, facts={"metric": name}))
         expect_metrics.assert_count(selected, requests, value_field, f"{name}{{route={route}}}")
     # windows are checked inside this claim's own window: a collector restart (an earlier control) legitimately
     # starts a new delta series
