@@ -164,3 +164,32 @@ def test_otelgate_lint_names_a_crd_schema_fault(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("  sampler:\n", "  sampler:\n    ratio: 0.5\n", 1))
     findings = [str(f) for f in lint_manifests(root)]
     assert any('unknown field "spec.sampler.ratio"' in f and "CRD schema" in f for f in findings), findings
+
+
+def test_local_python_env_is_the_operators_rendering_up_to_the_listed_rewrites() -> None:
+    """The local stack's env for the Python demo service = the checked-in rendering of the real Operator (guarded
+    by tests/test_controlplane.py), except injection.LOCAL_REWRITES / LOCAL_ONLY."""
+    from otelgate.controlplane import injection
+    from otelgate.demoapp.launch import LOCAL_NODE, Instrumentation
+
+    rendering = injection.load_rendering()
+    service = rendering["source"]["deployment"]
+    local = Instrumentation.from_manifest("http://127.0.0.1:4318").env(service, base_env={})
+    fields = {"metadata.name": f"{service}-local", "spec.nodeName": LOCAL_NODE, "status.podIP": "127.0.0.1",
+              "status.hostIP": "127.0.0.1"}
+    assert injection.unexplained_differences(rendering["env"], local, fields) == []
+    cluster = injection.resolve(rendering["env"], fields)
+    assert local["OTEL_EXPORTER_OTLP_ENDPOINT"] != cluster["OTEL_EXPORTER_OTLP_ENDPOINT"]  # the one endpoint rewrite
+
+
+def test_the_env_comparison_sees_a_planted_difference() -> None:
+    from otelgate.controlplane import injection
+
+    rendered = [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
+                {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "k8s.pod.name=$(POD)"}]
+    local = {"OTEL_TRACES_SAMPLER": "always_on", "OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=x"}
+    problems = injection.unexplained_differences(rendered, local, {"metadata.name": "x"})
+    assert len(problems) == 1 and "OTEL_TRACES_SAMPLER" in problems[0], problems
+    local["OTEL_RESOURCE_ATTRIBUTES"] = "k8s.pod.name=y"
+    assert len(injection.unexplained_differences(rendered, local, {"metadata.name": "x"})) == 2

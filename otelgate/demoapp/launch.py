@@ -11,6 +11,7 @@ route rather than the ``opentelemetry-instrument`` wrapper (which ends in the sa
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import opentelemetry.instrumentation.auto_instrumentation as _auto_instrumentati
 import yaml
 
 from otelgate import paths
+from otelgate.controlplane.injection import load_rendering, resolve
 from otelgate.demoapp.services import SERVICES
 
 # Test timings. The SDK defaults (5 s span batch delay, 60 s metric interval) make a test wait seconds
@@ -27,7 +29,6 @@ from otelgate.demoapp.services import SERVICES
 # fast without changing what is exported.
 TEST_BSP_SCHEDULE_DELAY_MS = 200
 TEST_METRIC_EXPORT_INTERVAL_MS = 2000
-NAMESPACE = "default"
 INSTRUMENTATION_YAML = paths.manifest("otel/instrumentation.yaml")
 # the cluster's endpoint is replaced by the local collector's; every other variable is used as written
 _REWRITTEN_ENV = frozenset({"OTEL_EXPORTER_OTLP_ENDPOINT"})
@@ -91,17 +92,32 @@ class Instrumentation:
             "OTEL_TRACES_SAMPLER_ARG": self.sampler_arg,
             "OTEL_BSP_SCHEDULE_DELAY": str(self.bsp_schedule_delay_ms),
             "OTEL_METRIC_EXPORT_INTERVAL": str(self.metric_export_interval_ms),
-            # what the Operator adds from the pod (sdk.go); names as a Deployment `<service>` would give them
-            "OTEL_RESOURCE_ATTRIBUTES": ",".join([
-                f"k8s.namespace.name={NAMESPACE}",
-                f"k8s.deployment.name={service}",
-                f"k8s.pod.name={pod}",
-                f"k8s.container.name={service}",
-                f"service.instance.id={NAMESPACE}.{pod}.{service}",
-            ]),
+            # what the real Operator renders from the pod (otelgate/demoapp/operator-python-injection.yaml), for a
+            # Deployment `<service>` whose pod `<service>-local` runs on node `local`
+            "OTEL_RESOURCE_ATTRIBUTES": operator_resource_attributes(service, pod),
         })
         env.update(self.extra_env)
         return env
+
+
+LOCAL_NODE = "local"
+
+
+def operator_resource_attributes(service: str, pod: str) -> str:
+    """``OTEL_RESOURCE_ATTRIBUTES`` of the Operator's rendering (made for one Deployment of manifests/app), with that
+    Deployment's name replaced by ``service`` and the pod's downward-API values by the local pod's."""
+    rendering = load_rendering()
+    source = str(rendering["source"]["deployment"])
+    fields = {"metadata.name": pod, "spec.nodeName": LOCAL_NODE, "status.podIP": "127.0.0.1",
+              "status.hostIP": "127.0.0.1"}
+    attributes = resolve(rendering["env"], fields).get("OTEL_RESOURCE_ATTRIBUTES", "")
+    pairs = [part.split("=", 1) for part in attributes.split(",") if part]
+    return ",".join(f"{key}={_for_service(value, source, service)}" for key, value in pairs)
+
+
+def _for_service(value: str, source: str, service: str) -> str:
+    """``inventory`` -> ``coupon`` in a name (``inventory``, ``inventory-5d8f7c9b6``, ``ns.pod.inventory``)."""
+    return ".".join(re.sub(rf"^{re.escape(source)}(?=$|-)", service, part) for part in value.split("."))
 
 
 def service_argv(service: str, port: int, host: str = "127.0.0.1") -> list[str]:
