@@ -1,6 +1,6 @@
 """The Kong simulator's proxy listener (a TEST DOUBLE of Kong 3.9, for the local stack only; not Kong).
 
-A plain ASGI app that walks one request through Kong's phases as the reference describes them:
+A plain ASGI app that walks one request through Kong's phases as docs/reference/kong-3.9.md describes them:
 rewrite (root ``kong`` span, #root-span-attributes) -> access (``kong.router``; pre-created balancer span;
 plugins by priority: opentelemetry 14 propagates, #propagation) -> balancer (``kong.dns``, upstream tries with the
 service's timeouts and ``retries``) -> header_filter (root status/route attributes,
