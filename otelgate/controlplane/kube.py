@@ -7,6 +7,7 @@ Only what the control-plane checks need; every call has a timeout, and an error 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ class Resource:
 class Kube:
     def __init__(self, server: str, token: str, ca_file: Path, timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.server = server
-        self._http = httpx.Client(base_url=server, verify=str(ca_file), timeout=timeout,
+        self._http = httpx.Client(base_url=server, verify=ssl.create_default_context(cafile=str(ca_file)),
+                                  timeout=timeout,
                                   headers={"Authorization": f"Bearer {token}"})
         self._resources: dict[str, dict[str, Resource]] = {}
 
