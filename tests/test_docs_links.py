@@ -5,7 +5,8 @@ virtualenv folders excluded).
 A finding is reported for
 - a relative markdown link (``[text](path#anchor)``) whose file or heading anchor does not exist;
 - a repository reference ``docs/<file>.md#anchor`` (in code, configs and docs) whose file or anchor does not exist,
-  or the short form ``<file>.md#anchor`` for a file of docs/reference/ whose anchor does not exist;
+  or the short form ``<file>.md#anchor`` for a file of docs/reference/ whose anchor does not exist, or (in code) a
+  bare ``(#anchor-name)`` that none of the docs/reference files named in the same file offers;
 - a section-sign pointer (the paragraph sign, U+00A7) or a numbered pointer ("reference 7.2", "gotcha 16"), which
   point into documents that are not part of the repo;
 - a path into the team's shared folder, a mention of the old out-of-repo notes by file name, or an absolute machine
@@ -47,6 +48,8 @@ _MD_REFDEF = re.compile(r"^\s*\[[^\]]+\]:\s*(\S+)", re.MULTILINE)
 _REPO_DOC_REF = re.compile(r"(?<![\w./-])(docs/[\w./-]+?\.md)(#[\w-]+)?(?![\w/-])(?!:\d)")
 # short form for code comments: "kong-3.9.md#sampler" names a file of docs/reference/
 _SHORT_REFERENCE_REF = re.compile(r"(?<![\w./-])([\w.-]+\.md)#([\w-]+)")
+# a bare "#anchor-name" in code, resolved against the docs/reference files the same file names
+_BARE_ANCHOR = re.compile(r"(?<=[(\s,])#([a-z][a-z0-9_]*-[a-z0-9_-]*[a-z0-9_])")
 _UPSTREAM_PREFIX = re.compile(r"@[\w./-]+\s$")  # "owner/repo@tag " right before a path cites upstream
 _SHARED_PATH = re.compile(r"(?<![\w.-])(?:\.\./)*" + re.escape(SHARED_DIR))
 _ABS_PATH_ANYWHERE = re.compile(r"(?<![\w.~-])(?:" + re.escape(WORK_DIR) + "|" + re.escape(ROOT_DIR) + r")"
@@ -183,6 +186,21 @@ def check_short_reference_refs(path: Path, text: str, index: AnchorIndex, root: 
             yield Finding(path, _line_of(text, match.start()), problem)
 
 
+def check_bare_anchors(path: Path, text: str, index: AnchorIndex, root: Path) -> Iterator[Finding]:
+    """In code, ``(#anchor-name)`` next to a named docs/reference file: the anchor must be in one of the named files."""
+    if path.suffix == ".md":
+        return
+    reference_dir = root / "docs" / "reference"
+    named = [f for f in sorted(reference_dir.glob("*.md")) if f.name in text] if reference_dir.is_dir() else []
+    if not named:
+        return
+    offered = set().union(*(index.anchors(f) for f in named))
+    for match in _BARE_ANCHOR.finditer(text):
+        if match.group(1) not in offered:
+            names = ", ".join(f.name for f in named)
+            yield Finding(path, _line_of(text, match.start()), f"no heading for anchor #{match.group(1)} in {names}")
+
+
 def check_outside_pointers(path: Path, text: str, present_names: set[str]) -> Iterator[Finding]:
     """Section signs, numbered pointers, shared-folder paths, old note names and absolute machine paths."""
     for number, line in enumerate(text.splitlines(), start=1):
@@ -219,6 +237,7 @@ def check_files(paths: Iterable[Path], root: Path) -> list[Finding]:
         text = path.read_text(encoding="utf-8", errors="replace")
         for finding in (*check_markdown_links(path, text, index, root), *check_repo_doc_refs(path, text, index, root),
                         *check_short_reference_refs(path, text, index, root),
+                        *check_bare_anchors(path, text, index, root),
                         *check_outside_pointers(path, text, present_names)):
             findings.setdefault((finding.path, finding.line, finding.problem), finding)
     return list(findings.values())
@@ -287,6 +306,8 @@ def test_checker_accepts_links_that_resolve(tmp_path: Path) -> None:
     ({"README.md": "```\n# Fenced\n```\n[x](#fenced)\n"}, "no heading for anchor #fenced"),
     ({"m.py": "# (kong-3.9.md#gone)\n", "docs/reference/kong-3.9.md": "# Kong\n## Sampler\n"},
      "no heading for anchor #gone in docs/reference/kong-3.9.md"),
+    ({"m.py": '"""Pinned to kong-3.9.md."""\nX = 1  # (#old-section)\n', "docs/reference/kong-3.9.md": "# Kong\n"},
+     "no heading for anchor #old-section in kong-3.9.md"),
 ])
 def test_checker_reports_a_broken_link(tmp_path: Path, files: dict[str, str], expected: str) -> None:
     findings = _repo(tmp_path, files)
