@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from otelgate.expect.errors import Evidence, ExpectationFailed, Rejection, require
@@ -149,3 +150,93 @@ def wait_window_total(
 
     return poll_until(observe, lambda ps: delta_total(ps, field) >= expected,
                       what=f"deltas of {name}{attributes} to reach {expected}", timeout=timeout, interval=0.5)
+
+
+# ---------------------------------------------------------------------------------- windows lost to a new bucket
+
+KONG_BUCKET_SOURCE = "Kong/kong@3.9.1 kong/plugins/prometheus/prometheus.lua:607-619"
+DROP_SOURCE = ("opentelemetry-collector-contrib@v0.161.0 "
+               "processor/cumulativetodeltaprocessor/internal/tracking/tracker.go:202-210")
+
+
+class HistogramWindowLost(UserWarning):
+    """A histogram window the pipeline lost for a known reason, reported, not hidden: Kong exposed a new bucket (a
+    bucket exists only once a request landed in it, :data:`KONG_BUCKET_SOURCE`) and cumulative_to_delta dropped the
+    point whose bounds changed (:data:`DROP_SOURCE`)."""
+
+
+@dataclass(frozen=True)
+class BucketBirthGap:
+    """A gap between two stored windows of one histogram series, explained by a bucket birth, with the requests
+    the (contiguous) counter saw inside it."""
+
+    series: str
+    born: tuple[float, ...]
+    start_ns: int
+    end_ns: int
+    requests: int
+
+    def describe(self) -> str:
+        born = ", ".join(f"le={b:g}" for b in self.born)
+        return (f"{self.series}: window [{self.start_ns}, {self.end_ns}] ({(self.end_ns - self.start_ns) / 1e9:.3f}s) "
+                f"lost when Kong exposed bucket(s) {born}; the request counter saw {self.requests} request(s) in it "
+                f"(buckets appear on first observation: {KONG_BUCKET_SOURCE}; cumulative_to_delta drops the point "
+                f"whose bounds changed: {DROP_SOURCE})")
+
+
+def _bucket_birth(before: Point, after: Point) -> tuple[float, ...]:
+    """The bounds ``after`` adds when its bounds strictly extend ``before``'s (empty otherwise)."""
+    old = {float(b) for b in before.get("explicit_bounds") or ()}
+    new = {float(b) for b in after.get("explicit_bounds") or ()}
+    return tuple(sorted(new - old)) if old < new else ()
+
+
+def _counted_inside(counter: Sequence[Point], start: int, end: int) -> int | None:
+    """Requests the counter saw in [start, end], or None unless each counter series that has windows there tiles
+    the interval exactly (a window straddling an edge, a gap or an overlap leaves the count unknown)."""
+    by_series: dict[str, list[Point]] = {}
+    for point in counter:
+        window = (int(point["start_unix_nano"]), int(point["time_unix_nano"]))
+        if window[1] <= start or window[0] >= end:
+            continue
+        if window[0] < start or window[1] > end:
+            return None
+        by_series.setdefault(series_key(point), []).append(point)
+    if not by_series:
+        return None
+    for series in by_series.values():
+        series.sort(key=lambda p: int(p["start_unix_nano"]))
+        edges = [start] + [e for p in series for e in (int(p["start_unix_nano"]), int(p["time_unix_nano"]))] + [end]
+        if any(a != b for a, b in zip(edges[::2], edges[1::2], strict=True)):
+            return None
+    return int(delta_total([p for ps in by_series.values() for p in ps]))
+
+
+def histogram_gaps(histogram: Sequence[Point], counter: Sequence[Point],
+                   since_ns: int = 0) -> tuple[list[BucketBirthGap], list[str]]:
+    """The gaps between consecutive windows of each histogram series: those explained by a bucket birth (the next
+    point's bounds strictly extend the previous one's and the counter covers the gap exactly), and a description
+    of every other gap. ``counter`` holds the request counter's points of the same label set (all status codes);
+    a gap's requests are those the counter saw in it after ``since_ns`` (the part of the gap a check is about)."""
+    by_series: dict[str, list[Point]] = {}
+    for point in histogram:
+        by_series.setdefault(series_key(point), []).append(point)
+    explained: list[BucketBirthGap] = []
+    unexplained: list[str] = []
+    for series in by_series.values():
+        series.sort(key=lambda p: int(p["start_unix_nano"]))
+        for before, after in itertools.pairwise(series):
+            start, end = int(before["time_unix_nano"]), int(after["start_unix_nano"])
+            if end <= start:
+                continue
+            born = _bucket_birth(before, after)
+            counted = _counted_inside(counter, max(start, since_ns), end) if born else None
+            if born and counted is not None:
+                label = f"{after['name']}{json.dumps(after.get('attributes', {}), sort_keys=True)}"
+                explained.append(BucketBirthGap(label, born, start, end, counted))
+            else:
+                why = ("the counter does not cover it exactly" if born else
+                       "bounds did not grow (no bucket birth)")
+                unexplained.append(f"gap of {(end - start) / 1e9:.3f}s, {why}: {_describe(before)}  then  "
+                                   f"{_describe(after)}")
+    return explained, unexplained
