@@ -326,3 +326,18 @@ def test_the_suite_may_tolerate_a_new_bucket_loss_but_nothing_else() -> None:
     with pytest.raises(ExpectationFailed) as failed:      # the request counter short too: outage loss
         resilience.judge(lossy(counter_short=True), tolerate_new_bucket=True)
     assert failed.value.cause == "OUTAGE_LOSS"
+
+
+@pytest.mark.parametrize("steps", [[], [60, 20], [0, 10], [float("inf")]])
+def test_survival_steps_must_be_ascending_positive_seconds(steps: list[float]) -> None:
+    from otelgate.resilience_cli import survivable_outage
+
+    with pytest.raises(ValueError, match="ascending positive"):
+        survivable_outage(FakeStack(FakeSink()), 5.0, steps)  # type: ignore[arg-type]
+
+
+def test_outage_cli_refuses_bad_steps_before_starting_a_stack(capsys: pytest.CaptureFixture[str]) -> None:
+    from otelgate import cli
+
+    assert cli.main(["outage", "--steps", "20,soon"]) == 2
+    assert "--steps" in capsys.readouterr().err
