@@ -1,7 +1,7 @@
 """The repository stands alone: every link and pointer in it resolves inside it.
 
 Scanned: *.md, *.py, *.yaml, *.yml and *.toml files, Dockerfiles and .ci/run of the checkout (build, cache and
-virtualenv folders excluded).
+virtualenv folders and git-ignored files excluded).
 A finding is reported for
 - a relative markdown link (``[text](path#anchor)``) whose file or heading anchor does not exist;
 - a repository reference ``docs/<file>.md#anchor`` (in code, configs and docs) whose file or anchor does not exist,
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,9 +228,21 @@ def scanned_files(root: Path) -> Iterator[Path]:
                 yield path
 
 
+def not_ignored(paths: Iterable[Path], root: Path) -> list[Path]:
+    """Drop files git ignores (generated reports, caches): they are not part of the repository."""
+    files = list(paths)
+    if not (root / ".git").exists() or not files:
+        return files
+    listing = "\n".join(str(p.relative_to(root)) for p in files)
+    result = subprocess.run(["git", "-C", str(root), "check-ignore", "--stdin"], input=listing, text=True,
+                            capture_output=True, timeout=60, check=False)
+    ignored = set(result.stdout.splitlines())
+    return [p for p in files if str(p.relative_to(root)) not in ignored]
+
+
 def check_files(paths: Iterable[Path], root: Path) -> list[Finding]:
     """All findings, each reported once (a link can also read as a ``docs/…`` mention on the same line)."""
-    files = list(paths)
+    files = not_ignored(paths, root)
     present_names = {path.name for path in files}
     index = AnchorIndex()
     findings: dict[tuple[Path, int, str], Finding] = {}
