@@ -252,8 +252,10 @@ class Runner:
             try:
                 stack.reconfigure(**{setting: path})
             except Exception as exc:
+                first_line = str(exc).splitlines()[0] if str(exc) else ""
+                first_line = first_line.replace(f"{self.workdir.resolve()}/", "<workdir>/")  # reports leave the machine
                 return Verdict(**base, verdict=KILLED, killer="stack", cause="NOT_APPLIED",
-                               evidence=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:600])
+                               evidence=f"{type(exc).__name__}: {first_line}"[:600])
             if setting == "collector_yaml":
                 _settle(stack)
             failed = run_claims(stack, self.claims)
