@@ -57,8 +57,11 @@ def tests(session: nox.Session) -> None:
     # In CI nothing may be skipped: a missing collector, decK or any stack part is a failure there.
     session.env["OTELGATE_REQUIRE_COLLECTOR"] = "1"
     session.env["OTELGATE_REQUIRE_DECK"] = "1"
+    session.env["OTELGATE_OUTAGE_SECONDS"] = "7"  # the resilience suite's outage: short in CI (default 20 s)
     session.env["OTELGATE_REQUIRE_CONTROLPLANE"] = "1"
-    session.run("pytest", "tests", "suites", "--stack=local", _junit("tests"), *session.posargs)
+    # File order by default (reproducible CI); OTELGATE_RANDOM_ORDER=1 shuffles with pytest-randomly (seed printed).
+    order = [] if os.environ.get("OTELGATE_RANDOM_ORDER") else ["-p", "no:randomly"]
+    session.run("pytest", "tests", "suites", "--stack=local", *order, _junit("tests"), *session.posargs)
 
 
 @nox.session(python=PYTHON)
