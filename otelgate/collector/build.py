@@ -9,18 +9,14 @@ gets a new cache folder, an unchanged one is never rebuilt.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
-import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +24,7 @@ from typing import Any
 import yaml
 
 from otelgate import paths
+from otelgate.buildrun import BuildCommandError, exclusive, run_followed
 
 Progress = Callable[[str], None]
 
@@ -36,7 +33,6 @@ CONTRIB_ON_PATH = "otelcol-contrib"
 CORE_MODULE_PREFIX = "go.opentelemetry.io/collector/"
 BUILDER_MODULE = "go.opentelemetry.io/collector/cmd/builder"
 BUILD_TIMEOUT_S = 45 * 60.0  # a cold build on 2 cores with module download; far above the measured time
-HEARTBEAT_S = 30.0
 METADATA_FILE = "build.json"
 
 HOW_TO_GET_ONE = (
@@ -165,7 +161,7 @@ def build(progress: Progress = print, manifest: Path = DEFAULT_MANIFEST, force: 
     target_dir = cache_dir(manifest)
     binary = target_dir / distribution_name(doc)
     target_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target_dir / ".lock"):  # two sessions never build the same manifest at once
+    with exclusive(target_dir / ".lock"):  # two sessions never build the same manifest at once
         if _is_executable(binary) and not force:
             return _result_from_cache(binary)
         go = find_go()
@@ -262,54 +258,8 @@ def _go_version(go: Path, env: dict[str, str]) -> str:
 def _run_streaming(argv: list[str], *, env: dict[str, str], cwd: Path, progress: Progress, started: float,
                    what: str, timeout: float = BUILD_TIMEOUT_S) -> None:
     """Run ``argv``, echo each output line with the elapsed time, a heartbeat while it is quiet, bounded."""
-    # own process group: an interrupted build takes the go toolchain's compiler processes down with it
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        _follow(proc, argv, progress=progress, started=started, what=what, timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
-def _follow(proc: subprocess.Popen[str], argv: list[str], *, progress: Progress, started: float, what: str,
-            timeout: float) -> None:
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_pump, args=(proc, lines), daemon=True).start()
-    tail: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise CollectorBuildError(f"timed out after {timeout:.0f}s waiting for {what}; last output:\n"
-                                      + "\n".join(tail[-20:]))
-        try:
-            line = lines.get(timeout=min(HEARTBEAT_S, remaining))
-        except queue.Empty:
-            progress(f"[collector] {time.monotonic() - started:6.1f}s still running: {what}")
-            continue
-        if line is None:
-            break
-        tail = [*tail[-199:], line]
-        progress(f"[collector] {time.monotonic() - started:6.1f}s {line}")
-    if proc.wait(timeout=60) != 0:
-        raise CollectorBuildError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n" + "\n".join(tail[-40:]))
-
-
-def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.put(line.rstrip())
-    lines.put(None)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        run_followed(argv, cwd=cwd, env=env, progress=progress, label="collector", what=what, timeout=timeout,
+                     started=started)
+    except BuildCommandError as exc:
+        raise CollectorBuildError(str(exc)) from exc

@@ -13,25 +13,22 @@ Cache: ``~/.cache/otelgate/controlplane/<name>-<version>-<recipe hash>/<name>`` 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from otelgate.buildrun import BuildCommandError, exclusive, run_followed
 from otelgate.collector.build import find_go
 from otelgate.controlplane import versions as v
 
 Progress = Callable[[str], None]
 
 BUILD_TIMEOUT_S = 80 * 60.0  # cold on 2 cores shared with other builds: kube-apiserver took 66 min wall (12 min CPU)
-HEARTBEAT_S = 30.0
 GO_DIRECTIVE = "1.24.0"
 METADATA_FILE = "build.json"
 # the Operator Makefile's OPERATOR_LDFLAGS (v0.148.0 Makefile:25-36): link-time variable <- versions.txt key
@@ -108,7 +105,7 @@ def ensure(component: Component, progress: Progress = print) -> BuildResult:
     """The cached binary, or build it now (one build per component at a time across processes)."""
     target = binary_path(component)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(target.parent / ".lock"):
+    with exclusive(target.parent / ".lock"):
         if cached_binary(component):
             return _from_cache(component, target)
         return _build(component, target, progress)
@@ -221,69 +218,10 @@ def _go_env() -> dict[str, str]:
 
 def _run(argv: list[str], *, cwd: Path, env: dict[str, str], progress: Progress, what: str,
          capture: bool = False, timeout: float = BUILD_TIMEOUT_S) -> str:
-    """Run ``argv`` bounded; stream its stderr with the elapsed time and a heartbeat; return its stdout."""
-    started = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Run ``argv`` bounded; stream its output with the elapsed time and a heartbeat; with ``capture``, return its
+    stdout (followed: stderr alone) and leave the exit status to the caller."""
     try:
-        stdout, tail = _follow(proc, started, progress, what, timeout)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-    if proc.returncode != 0 and not capture:
-        raise ControlPlaneBuildError(f"{what} failed (exit {proc.returncode}): {' '.join(argv)}\n" + "\n".join(tail))
-    return stdout
-
-
-def _follow(proc: subprocess.Popen[str], started: float, progress: Progress, what: str,
-            timeout: float) -> tuple[str, list[str]]:
-    import queue
-    import threading
-
-    lines: queue.Queue[str | None] = queue.Queue()
-    stdout_parts: list[str] = []
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line.rstrip())
-        lines.put(None)
-
-    def drain_stdout() -> None:
-        if proc.stdout is not None:
-            stdout_parts.append(proc.stdout.read())
-
-    threads = [threading.Thread(target=pump, daemon=True), threading.Thread(target=drain_stdout, daemon=True)]
-    for thread in threads:
-        thread.start()
-    tail: list[str] = []
-    deadline = started + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ControlPlaneBuildError(f"timed out after {timeout:.0f}s waiting for {what}; last output:\n"
-                                         + "\n".join(tail[-20:]))
-        try:
-            line = lines.get(timeout=min(HEARTBEAT_S, remaining))
-        except queue.Empty:
-            progress(f"[controlplane] {time.monotonic() - started:6.1f}s still running: {what}")
-            continue
-        if line is None:
-            break
-        tail = [*tail[-39:], line]
-        progress(f"[controlplane] {time.monotonic() - started:6.1f}s {line}")
-    proc.wait(timeout=60)
-    threads[1].join(timeout=60)
-    return "".join(stdout_parts), tail
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return run_followed(argv, cwd=cwd, env=env, progress=progress, label="controlplane", what=what,
+                            timeout=timeout, capture_stdout=capture, check=not capture).stdout
+    except BuildCommandError as exc:
+        raise ControlPlaneBuildError(str(exc)) from exc
