@@ -12,14 +12,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from otelgate.collector.testing import RunningCollector, collector_binary_or_skip, running_collector
-from otelgate.procs import free_port
+from otelgate.collector.testing import RunningCollector, collector_binary_or_skip, running_collector, serve_exposition
 from otelgate.sink.server import SinkServer
 from otelgate.sink.testing import fake_token
 
@@ -97,30 +95,8 @@ class KongExposition:
 @pytest.fixture
 def kong_status() -> Iterator[tuple[str, KongExposition]]:
     exposition = KongExposition()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/metrics":
-                self.send_error(404)
-                return
-            body = exposition.render().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; charset=UTF-8")  # what Kong's Status API sends
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_port}", exposition
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_exposition(exposition.render) as target:
+        yield target, exposition
 
 
 def _scraped(points: list[dict[str, Any]]) -> list[dict[str, Any]]:

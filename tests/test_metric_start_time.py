@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,7 @@ import pytest
 
 from otelgate.collector.config import CollectorPorts, derive_local_config, load_collector_resource, local_env
 from otelgate.collector.process import CollectorProcess
-from otelgate.collector.testing import attach_log_on_failure, collector_binary_or_skip
-from otelgate.procs import free_port
+from otelgate.collector.testing import attach_log_on_failure, collector_binary_or_skip, serve_exposition
 from otelgate.sink.server import SinkServer
 from otelgate.sink.testing import fake_token
 
@@ -63,26 +61,8 @@ class GrowingHistogram:
 @pytest.fixture
 def kong_status() -> Iterator[tuple[str, GrowingHistogram]]:
     exposition = GrowingHistogram()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = exposition.render().encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; charset=UTF-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"127.0.0.1:{server.server_port}", exposition
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_exposition(exposition.render) as target:
+        yield target, exposition
 
 
 def histogram_points(tmp_path: Path, target: str, *, with_metric_start_time: bool,

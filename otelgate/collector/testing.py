@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from otelgate.collector.config import (
     local_env,
 )
 from otelgate.collector.process import CollectorProcess
+from otelgate.procs import free_port
 
 
 def collector_required() -> bool:
@@ -84,3 +87,32 @@ def attach_log_on_failure(process: CollectorProcess, request: pytest.FixtureRequ
             exc.args = (f"{exc.args[0] if exc.args else ''}\n--- collector log tail ({process.log_path}) ---\n"
                         + "\n".join(log.splitlines()[-40:]),)
         raise
+
+
+@contextlib.contextmanager
+def serve_exposition(render: Callable[[], str]) -> Iterator[str]:
+    """Serve ``render()`` as a Prometheus text exposition at ``GET /metrics`` on 127.0.0.1 (what Kong's Status API
+    answers, with its content type) for the collector's prometheus receiver to scrape; yields ``host:port``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/metrics":
+                self.send_error(404)
+                return
+            body = render().encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=UTF-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
