@@ -279,3 +279,151 @@ def test_collector_validate_rejects_a_broken_config(collector_binary: Path) -> N
     config["service"]["pipelines"]["traces"]["exporters"].append("otlp_http/nowhere")
     result = validate(collector_binary, config, env=VALIDATE_ENV)
     assert result.returncode != 0 and "otlp_http/nowhere" in result.stderr
+
+
+# --- collector listeners sharing a port; each injected language's effective protocol and logs exporter ----------------
+
+
+def _collector_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    config: dict[str, Any] = doc_of(docs, "OpenTelemetryCollector")["spec"]["config"]
+    return config
+
+
+def _instrumentation(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = doc_of(docs, "Instrumentation")["spec"]
+    return spec
+
+
+def _drop_env(spec: dict[str, Any], language: str, name: str) -> None:
+    spec[language]["env"] = [e for e in spec[language]["env"] if e["name"] != name]
+
+
+def _set_env(spec: dict[str, Any], language: str | None, name: str, value: str) -> None:
+    env = spec.setdefault("env", []) if language is None else spec[language].setdefault("env", [])
+    env[:] = [e for e in env if e["name"] != name] + [{"name": name, "value": value}]
+
+
+def test_otlp_grpc_moved_onto_the_http_port(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        _collector_config(docs)["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] = "0.0.0.0:4318"
+
+    edit(copy, "otel/collector.yaml", change)
+    only(lint_manifests(copy), "receiver otlp grpc (0.0.0.0:4318)", "receiver otlp http (0.0.0.0:4318)",
+         "same port 4318", "cannot bind both")
+
+
+def test_extension_on_a_receiver_port(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        _collector_config(docs)["extensions"]["health_check"]["endpoint"] = "0.0.0.0:54525"
+
+    edit(copy, "otel/collector.yaml", change)
+    only(lint_manifests(copy), "receiver tcp_log (0.0.0.0:54525)", "extension health_check (0.0.0.0:54525)")
+
+
+def test_listeners_unused_or_on_distinct_hosts_do_not_clash() -> None:
+    from otelgate.lint.exporting import _overlap, listeners
+
+    config = {"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "0.0.0.0:4317"}}},
+                            "otlp/unused": {"protocols": {"grpc": {"endpoint": "0.0.0.0:4317"}}}},
+              "extensions": {"health_check": {"endpoint": "0.0.0.0:4317"}},  # defined, not enabled by service
+              "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}}
+    assert list(listeners(config)) == [("receiver otlp grpc", "0.0.0.0:4317")]
+    assert not _overlap("127.0.0.1:4317", "10.0.0.1:4317")
+    assert _overlap("127.0.0.1:4317", "0.0.0.0:4317") and _overlap(":4317", "10.0.0.1:4317")
+
+
+def test_listener_clash_is_what_the_real_collector_refuses(collector_binary: Path, tmp_path: Path) -> None:
+    # the rule's oracle: the collector itself, given two listeners on one free port, exits with the bind error
+    import socket
+    import subprocess
+
+    from otelgate.lint.exporting import listeners
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = {"receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"},
+                                                   "http": {"endpoint": f"127.0.0.1:{port}"}}}},
+              "exporters": {"debug": {}},
+              "service": {"telemetry": {"metrics": {"level": "none"}},
+                          "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}}}
+    assert [a for _, a in listeners(config)] == [f"127.0.0.1:{port}"] * 2
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run([str(collector_binary), "--config", str(path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0, f"the collector started with two listeners on port {port}:\n{result.stderr}"
+    assert "address already in use" in result.stderr, result.stderr[-2000:]
+
+
+def test_language_exporting_grpc_to_the_http_port(copy: Path) -> None:
+    edit(copy, "otel/instrumentation.yaml",
+         lambda docs: _set_env(_instrumentation(docs), "nodejs", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"))
+    only(lint_manifests(copy), "Instrumentation/otelgate nodejs (injected into Deployment/coupon)",
+         "OTEL_EXPORTER_OTLP_PROTOCOL is grpc (spec.nodejs.env)", "port 4318", "otlp http receiver")
+
+
+def test_spec_env_protocol_applies_where_the_language_sets_none(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        spec = _instrumentation(docs)
+        _set_env(spec, None, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")  # every language but python overrides it
+        _drop_env(spec, "python", "OTEL_EXPORTER_OTLP_PROTOCOL")
+
+    edit(copy, "otel/instrumentation.yaml", change)
+    only(lint_manifests(copy), "python (injected into Deployment/inventory)", "is grpc (spec.env)")
+
+
+def test_java_protocol_left_to_the_agent_default(copy: Path) -> None:
+    # the Operator 0.148.0 injects Java agent 1.33.6, whose OTLP default is still grpc (2.0.0 changed it)
+    edit(copy, "otel/instrumentation.yaml",
+         lambda docs: _drop_env(_instrumentation(docs), "java", "OTEL_EXPORTER_OTLP_PROTOCOL"))
+    only(lint_manifests(copy), "java (injected into Deployment/frontend)", "is grpc (default of the Java agent 1.33.6",
+         "releases/tag/v2.0.0")
+
+
+def test_java_agent_2_image_defaults_to_http(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        spec = _instrumentation(docs)
+        _drop_env(spec, "java", "OTEL_EXPORTER_OTLP_PROTOCOL")
+        _drop_env(spec, "java", "OTEL_LOGS_EXPORTER")
+        spec["java"]["image"] = "ghcr.io/open-telemetry/opentelemetry-operator/autoinstrumentation-java:2.22.0"
+
+    edit(copy, "otel/instrumentation.yaml", change)
+    assert lines(lint_manifests(copy)) == []
+
+
+def test_java_logs_exporter_left_to_the_agent_default(copy: Path) -> None:
+    edit(copy, "otel/instrumentation.yaml",
+         lambda docs: _drop_env(_instrumentation(docs), "java", "OTEL_LOGS_EXPORTER"))
+    only(lint_manifests(copy), "java (injected into Deployment/frontend)",
+         "OTEL_LOGS_EXPORTER is unset and defaults to none", "logs pipeline receives OTLP")
+
+
+def test_logs_exporter_switched_off_on_purpose_is_accepted(copy: Path) -> None:
+    edit(copy, "otel/instrumentation.yaml",
+         lambda docs: _set_env(_instrumentation(docs), "java", "OTEL_LOGS_EXPORTER", "none"))
+    assert lines(lint_manifests(copy)) == []
+
+
+@pytest.mark.parametrize("language, name", [
+    ("python", "OTEL_EXPORTER_OTLP_PROTOCOL"), ("python", "OTEL_LOGS_EXPORTER"),
+    ("nodejs", "OTEL_EXPORTER_OTLP_PROTOCOL"), ("nodejs", "OTEL_LOGS_EXPORTER"),
+    ("dotnet", "OTEL_EXPORTER_OTLP_PROTOCOL"), ("go", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+    ("go", "OTEL_EXPORTER_OTLP_ENDPOINT")])
+def test_entries_equal_to_the_default_may_go(copy: Path, language: str, name: str) -> None:
+    # the Operator or the SDK supplies the same value (otelgate.lint.exporting.LANGUAGES; Go's endpoint comes from
+    # spec.exporter.endpoint): lint has nothing to say, and manifests/mutation-equivalents.toml lists these drops
+    edit(copy, "otel/instrumentation.yaml", lambda docs: _drop_env(_instrumentation(docs), language, name))
+    assert lines(lint_manifests(copy)) == []
+
+
+def test_only_languages_some_app_injects_are_checked(copy: Path) -> None:
+    edit(copy, "otel/instrumentation.yaml",
+         lambda docs: _set_env(_instrumentation(docs), "java", "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"))
+
+    def no_java(docs: list[dict[str, Any]]) -> None:
+        annotations = doc_of(docs, "Deployment", "frontend")["spec"]["template"]["metadata"]["annotations"]
+        del annotations["instrumentation.opentelemetry.io/inject-java"]
+
+    edit(copy, "app/simple-demo.yaml", no_java)
+    assert lines(lint_manifests(copy)) == []

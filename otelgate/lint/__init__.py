@@ -14,7 +14,9 @@
    images are pinned.
 
 The package: :mod:`.model` (the loaded manifests, findings, the collector's facts), :mod:`.resources` (checks 1-3:
-schemas, the custom resources, images, injection annotations, Kong's values), :mod:`.crossrefs` (check 4). It reads
+schemas, the custom resources, images, injection annotations, Kong's values), :mod:`.crossrefs` (check 4),
+:mod:`.exporting` (collector listeners sharing a port; each injected language's effective OTLP protocol and logs
+exporter against the collector's receivers). It reads
 the cluster's names from :mod:`otelgate.cluster_topology` and imports no deployment code. decK lives in
 :mod:`otelgate.deck`.
 """
@@ -36,6 +38,7 @@ from otelgate.lint.crossrefs import (
     check_rbac,
     check_scrape_config,
 )
+from otelgate.lint.exporting import check_listeners, check_protocols
 from otelgate.lint.model import Finding, collector_facts, load
 from otelgate.lint.resources import (
     KUBERNETES_VERSION,
@@ -66,9 +69,11 @@ def lint_manifests(root: str | Path = "manifests", *, topology: Topology = TOPOL
     facts = collector_facts(m)
     if facts is not None:
         check_collector_resource(m, facts)
+        check_listeners(m, facts)
         check_rbac(m, facts, topology)
         check_scrape_config(m, facts, topology)
         check_instrumentation_endpoints(m, facts)
+        check_protocols(m, facts)
         check_exporter_secret(m, facts, topology)
         if kong is not None:
             check_kong_plugins(m, facts, kong)
