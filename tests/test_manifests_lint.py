@@ -427,3 +427,27 @@ def test_only_languages_some_app_injects_are_checked(copy: Path) -> None:
 
     edit(copy, "app/simple-demo.yaml", no_java)
     assert lines(lint_manifests(copy)) == []
+
+
+@pytest.mark.parametrize("sampler, share", [({"type": "parentbased_always_off"}, "records 0% of root spans"),
+                                            ({"type": "parentbased_traceidratio", "argument": "0.5"},
+                                             "parentbased_traceidratio 0.5 records 50% of root spans")])
+def test_sampler_dropping_roots_of_apps_kong_does_not_front(copy: Path, sampler: dict[str, str], share: str) -> None:
+    # the frontend (Java) receives GET /products from its callers, not through Kong: its root decides, Kong follows
+    edit(copy, "otel/instrumentation.yaml", lambda docs: _instrumentation(docs).update(sampler=sampler))
+    only(lint_manifests(copy), share, "Deployment/frontend, Deployment/membership receive requests that do not pass "
+                                      "Kong", "kong/pdk/tracing.lua:614-617")
+
+
+def test_sampler_dropping_roots_is_accepted_when_kong_fronts_every_injected_app(copy: Path) -> None:
+    edit(copy, "otel/instrumentation.yaml",
+         lambda docs: _instrumentation(docs).update(sampler={"type": "parentbased_always_off"}))
+
+    def only_kong_upstreams(docs: list[dict[str, Any]]) -> None:
+        for name in ("frontend", "membership"):
+            annotations = doc_of(docs, "Deployment", name)["spec"]["template"]["metadata"]["annotations"]
+            for key in [k for k in annotations if k.startswith("instrumentation.opentelemetry.io/inject-")]:
+                del annotations[key]
+
+    edit(copy, "app/simple-demo.yaml", only_kong_upstreams)
+    assert lines(lint_manifests(copy)) == []

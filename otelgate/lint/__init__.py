@@ -38,7 +38,7 @@ from otelgate.lint.crossrefs import (
     check_rbac,
     check_scrape_config,
 )
-from otelgate.lint.exporting import check_listeners, check_protocols
+from otelgate.lint.exporting import check_listeners, check_protocols, check_root_sampling
 from otelgate.lint.model import Finding, collector_facts, load
 from otelgate.lint.resources import (
     KUBERNETES_VERSION,
@@ -79,6 +79,7 @@ def lint_manifests(root: str | Path = "manifests", *, topology: Topology = TOPOL
             check_kong_plugins(m, facts, kong)
     if kong is not None:
         check_kong_services(m, kong)
+        check_root_sampling(m, kong)
         check_frontend(m, kong, topology)
     return m.findings
 

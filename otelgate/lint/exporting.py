@@ -165,7 +165,7 @@ def _pipeline_receivers(c: CollectorFacts, signal: str) -> Iterator[str]:
             yield from (pipeline or {}).get("receivers") or []
 
 
-# --- listeners --------------------------------------------------------------------------------------------------------
+# --- listeners ------------------------------------------------------------------------------------------------------
 
 
 def listeners(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
@@ -221,3 +221,63 @@ def _overlap(one: str, other: str) -> bool:
     """Same port: a clash unless both bind distinct specific hosts (a wildcard covers every host)."""
     hosts = [address.rpartition(":")[0] for address in (one, other)]
     return hosts[0] == hosts[1] or any(host in _WILDCARDS for host in hosts)
+
+
+# --- root sampling ----------------------------------------------------------------------------------------------------
+
+# the share of ROOT spans (no parent) each sampler type records; None: decided elsewhere (remote), not judged
+_ROOT_SHARE: dict[str, float | None] = {
+    "always_on": 1.0, "parentbased_always_on": 1.0, "always_off": 0.0, "parentbased_always_off": 0.0,
+    "jaeger_remote": None, "parentbased_jaeger_remote": None, "xray": None,
+}
+
+
+def root_share(sampler: dict[str, Any]) -> float | None:
+    kind = str(sampler.get("type") or "parentbased_always_on")
+    if kind in ("traceidratio", "parentbased_traceidratio"):
+        try:
+            return float(str(sampler.get("argument", "1.0")))
+        except ValueError:
+            return None  # resources.check_instrumentation reports it
+    return _ROOT_SHARE.get(kind)
+
+
+def not_behind_kong(m: Manifests, kong: dict[str, Any], apps: list[str]) -> list[str]:
+    """The apps (``Kind/name``) no Kong service routes to: no Service that is a kong.yaml upstream selects their
+    pods."""
+    upstreams = set()
+    for service in kong.get("services") or []:
+        host = url_parts(service.get("url"))[0].split(".")
+        if len(host) >= 2:
+            upstreams.add((host[1], host[0]))
+    behind: set[str] = set()
+    for doc, template in pod_templates(m):
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        for service in m.objects("Service"):
+            selector = (service.body.get("spec") or {}).get("selector") or {}
+            if (service.namespace, service.name) in upstreams and service.namespace == doc.namespace and selector \
+                    and all(labels.get(k) == v for k, v in selector.items()):
+                behind.add(f"{doc.kind}/{doc.name}")
+    return [app for app in apps if app not in behind]
+
+
+def check_root_sampling(m: Manifests, kong: dict[str, Any]) -> None:
+    """Kong decides which requests are traced; an injected app that Kong does not front starts traces itself (its
+    callers' requests, e.g. the demo frontend's GET /products), and Kong follows a not-sampled parent (Kong/kong@3.9.1
+    kong/pdk/tracing.lua:614-617). A sampler that drops root spans there drops those traces whole, Kong's part too."""
+    for doc in m.objects("Instrumentation"):
+        spec = doc.body.get("spec") or {}
+        share = root_share(spec.get("sampler") or {})
+        if share is None or share >= 1.0:
+            continue
+        apps = sorted(a for found in injecting_apps(m, doc.namespace, doc.name).values() for a in found)
+        if entry := not_behind_kong(m, kong, apps):
+            sampler = spec.get("sampler") or {}
+            named = f"{sampler.get('type')}" + (f" {sampler.get('argument')}" if "ratio" in str(sampler.get("type"))
+                                                 else "")
+            m.add(doc.file, f"Instrumentation/{doc.name}: sampler {named} records {share:.0%} of root spans, but "
+                            f"{', '.join(entry)} receive requests that do not pass Kong (no kong/kong.yaml service "
+                            f"routes to them), so traces start there: {1 - share:.0%} of those are dropped whole, "
+                            f"with Kong's spans where they reach Kong later (Kong follows a not-sampled parent, "
+                            f"Kong/kong@3.9.1 kong/pdk/tracing.lua:614-617), and Kong's sampling rate no longer "
+                            f"decides; sample every root span")
