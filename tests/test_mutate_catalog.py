@@ -115,7 +115,7 @@ def test_a_mutant_the_local_stack_cannot_see_survives_without_a_stack(mutants: l
                                                                       tmp_path: Path) -> None:
     runner = Runner(MANIFESTS, tmp_path)  # no stack: judging must not need one here
     originals = {name: t.documents for name, t in catalog.targets(MANIFESTS).items()}
-    verdict = runner.judge(by_id(mutants, "drop-env:otel/instrumentation.yaml:spec.java.env.OTEL_LOGS_EXPORTER"),
+    verdict = runner.judge(by_id(mutants, "drop-env:otel/instrumentation.yaml:spec.nodejs.env.OTEL_LOGS_EXPORTER"),
                            originals)
     assert verdict.verdict == SURVIVED and "does not see it" in verdict.why
 
