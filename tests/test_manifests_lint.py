@@ -451,3 +451,44 @@ def test_sampler_dropping_roots_is_accepted_when_kong_fronts_every_injected_app(
 
     edit(copy, "app/simple-demo.yaml", only_kong_upstreams)
     assert lines(lint_manifests(copy)) == []
+
+
+# --- every source of telemetry reaches the Dynatrace exporter through a pipeline of its signal ------------------------
+
+
+def _pipeline(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    pipeline: dict[str, Any] = _collector_config(docs)["service"]["pipelines"][name]
+    return pipeline
+
+
+def test_dynatrace_exporter_removed_from_the_logs_pipeline(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml",
+         lambda docs: _pipeline(docs, "logs")["exporters"].remove("otlp_http/dynatrace"))
+    found = lines(lint_manifests(copy))
+    assert len(found) == 2, found  # Kong's access logs and the services' OTLP logs
+    assert "Kong's access logs (tcp-log plugin) never reach Dynatrace: its logs pipelines ['logs'] export only to " \
+           "['debug'], none to ['otlp_http/dynatrace']" in found[0]
+    assert found[1].count("the services' OTLP logs (Instrumentation/otelgate; ") == 1
+
+
+def test_tcp_log_receiver_in_no_pipeline(copy: Path) -> None:
+    # an unused receiver does not even listen: Kong's tcp-log connection is refused
+    edit(copy, "otel/collector.yaml", lambda docs: _pipeline(docs, "logs")["receivers"].remove("tcp_log"))
+    only(lint_manifests(copy), "Kong's access logs (tcp-log plugin) never reach Dynatrace: no logs pipeline "
+                               "receives from tcp_log")
+
+
+def test_services_metrics_without_a_pipeline(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml", lambda docs: _pipeline(docs, "metrics")["receivers"].remove("otlp"))
+    text = only(lint_manifests(copy), "the services' OTLP metrics", "python: Deployment/inventory",
+                "dotnet: Deployment/pricing")
+    # Node's SDK 0.57 exports no metrics unless OTEL_METRICS_EXPORTER is set; the Go agent exports traces only
+    assert "nodejs" not in text and "go:" not in text
+
+
+def test_no_exporter_to_dynatrace(copy: Path) -> None:
+    def change(docs: list[dict[str, Any]]) -> None:
+        _collector_config(docs)["exporters"]["otlp_http/dynatrace"]["endpoint"] = "http://elsewhere:4318"
+
+    edit(copy, "otel/collector.yaml", change)
+    only(lint_manifests(copy), "no exporter sends to ${env:DT_ENDPOINT}: nothing reaches Dynatrace")

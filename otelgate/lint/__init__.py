@@ -16,7 +16,8 @@
 The package: :mod:`.model` (the loaded manifests, findings, the collector's facts), :mod:`.resources` (checks 1-3:
 schemas, the custom resources, images, injection annotations, Kong's values), :mod:`.crossrefs` (check 4),
 :mod:`.exporting` (collector listeners sharing a port; each injected language's effective OTLP protocol and logs
-exporter against the collector's receivers). It reads
+exporter against the collector's receivers; a sampler dropping roots Kong should decide), :mod:`.datapath` (every
+source of telemetry reaches the Dynatrace exporter through a pipeline of its signal). It reads
 the cluster's names from :mod:`otelgate.cluster_topology` and imports no deployment code. decK lives in
 :mod:`otelgate.deck`.
 """
@@ -38,6 +39,7 @@ from otelgate.lint.crossrefs import (
     check_rbac,
     check_scrape_config,
 )
+from otelgate.lint.datapath import check_data_paths
 from otelgate.lint.exporting import check_listeners, check_protocols, check_root_sampling
 from otelgate.lint.model import Finding, collector_facts, load
 from otelgate.lint.resources import (
@@ -70,6 +72,7 @@ def lint_manifests(root: str | Path = "manifests", *, topology: Topology = TOPOL
     if facts is not None:
         check_collector_resource(m, facts)
         check_listeners(m, facts)
+        check_data_paths(m, facts, kong)
         check_rbac(m, facts, topology)
         check_scrape_config(m, facts, topology)
         check_instrumentation_endpoints(m, facts)

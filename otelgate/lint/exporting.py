@@ -41,6 +41,8 @@ class Defaults:
     protocol_source: str
     logs_exporter: str | None     # None: the agent exports no logs at all (nothing to check)
     logs_source: str
+    metrics_exporter: str | None = None   # None: exports no metrics, or not judged (Java)
+    metrics_source: str = ""
 
 
 _SPEC = "https://opentelemetry.io/docs/specs/otel/protocol/exporter/#specify-protocol"
@@ -51,7 +53,9 @@ LANGUAGES: dict[str, Defaults] = {
         "http/protobuf",
         "open-telemetry/opentelemetry-operator@v0.148.0 internal/instrumentation/python.go:117-123, sdk.go:400",
         "otlp",
-        "open-telemetry/opentelemetry-operator@v0.148.0 internal/instrumentation/python.go:134-138, sdk.go:400"),
+        "open-telemetry/opentelemetry-operator@v0.148.0 internal/instrumentation/python.go:134-138, sdk.go:400",
+        "otlp",
+        "open-telemetry/opentelemetry-operator@v0.148.0 internal/instrumentation/python.go:129-133, sdk.go:400"),
     # NodeSDK of @opentelemetry/sdk-node 0.57 (auto-instrumentations-node 0.56.0, the image the manifests pin) and
     # 0.71.0 (the Operator's default image) alike
     "nodejs": Defaults(
@@ -59,7 +63,9 @@ LANGUAGES: dict[str, Defaults] = {
         "http/protobuf", "open-telemetry/opentelemetry-js@experimental/v0.57.2 "
                          "packages/opentelemetry-core/src/utils/environment.ts:234",
         "otlp", "open-telemetry/opentelemetry-js@experimental/v0.57.2 "
-                "experimental/packages/opentelemetry-sdk-node/src/sdk.ts:455-460"),
+                "experimental/packages/opentelemetry-sdk-node/src/sdk.ts:455-460",
+        "none", "open-telemetry/opentelemetry-js@experimental/v0.57.2 "
+                "experimental/packages/opentelemetry-sdk-node/src/sdk.ts:112-115"),
     # the Operator 0.148.0 still injects Java agent 1.33.6 (versions.txt: "should not be greater than 1.x.x");
     # 2.0.0 changed both defaults
     "java": Defaults(
@@ -71,7 +77,8 @@ LANGUAGES: dict[str, Defaults] = {
     "dotnet": Defaults(
         "the .NET agent 1.2.0, the Operator 0.148.0's image",
         "http/protobuf", "open-telemetry/opentelemetry-dotnet-instrumentation@v1.2.0 docs/config.md:282",
-        "otlp", "open-telemetry/opentelemetry-dotnet-instrumentation@v1.2.0 docs/config.md:244"),
+        "otlp", "open-telemetry/opentelemetry-dotnet-instrumentation@v1.2.0 docs/config.md:244",
+        "otlp", "open-telemetry/opentelemetry-dotnet-instrumentation@v1.2.0 docs/config.md:243"),
     # the Go agent exports traces only (its exporter comes from autoexport.NewSpanExporter)
     "go": Defaults(
         "the Go agent v0.23.0, the Operator 0.148.0's image",

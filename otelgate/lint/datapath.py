@@ -1,0 +1,99 @@
+"""``otelgate lint``: every source of telemetry reaches Dynatrace through the collector's pipelines.
+
+The sources the manifests declare, each with the receiver it sends to and its signal:
+
+- Kong's opentelemetry plugin (``traces_endpoint`` / ``logs_endpoint``) -> the otlp receiver: traces (logs);
+- Kong's tcp-log plugin -> the tcp_log receiver: logs;
+- the prometheus receiver's scrape of Kong's Status API: metrics;
+- the apps the Instrumentation injects -> the otlp receiver: traces, and metrics / logs where the language's
+  effective ``OTEL_METRICS_EXPORTER`` / ``OTEL_LOGS_EXPORTER`` is otlp (:mod:`.exporting`).
+
+A source is lost when no pipeline of its signal both receives from its receiver and exports to the Dynatrace
+exporter (the exporter whose endpoint is ``${env:DT_ENDPOINT}``). The collector starts only the receivers a pipeline
+uses (a receiver in no pipeline does not even listen: Kong's tcp-log connection is refused), and a pipeline with
+only ``debug`` writes to the collector's log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from otelgate.lint.exporting import defaults_for, effective, injecting_apps
+from otelgate.lint.model import CollectorFacts, Manifests
+
+BACKEND_ENV = "DT_ENDPOINT"
+
+
+def _type(component: Any) -> str:
+    return str(component).split("/", 1)[0]
+
+
+def backend_exporters(config: dict[str, Any]) -> set[str]:
+    """The exporters that send to Dynatrace: their endpoint reads ``DT_ENDPOINT``."""
+    found = set()
+    for name, settings in (config.get("exporters") or {}).items():
+        endpoints = [str(v) for k, v in (settings or {}).items() if str(k).endswith("endpoint")]
+        if any(BACKEND_ENV in e for e in endpoints):
+            found.add(str(name))
+    return found
+
+
+def receiver_key(config: dict[str, Any], types: tuple[str, ...]) -> str | None:
+    return next((str(k) for k in config.get("receivers") or {} if _type(k) in types), None)
+
+
+def sources(m: Manifests, c: CollectorFacts, kong: dict[str, Any] | None) -> Iterator[tuple[str, str, str]]:
+    """``(what, receiver, signal)`` of every source of telemetry the manifests declare."""
+    otlp = receiver_key(c.config, ("otlp",))
+    if kong is not None:
+        plugins = {p.get("name"): (p.get("config") or {}) for p in kong.get("plugins") or [] if isinstance(p, dict)}
+        otel = plugins.get("opentelemetry")
+        if otel is not None and otlp is not None:
+            if otel.get("traces_endpoint") or otel.get("endpoint"):
+                yield "Kong's spans (opentelemetry plugin)", otlp, "traces"
+            if otel.get("logs_endpoint"):
+                yield "Kong's OTLP logs (opentelemetry plugin)", otlp, "logs"
+        tcp_log = receiver_key(c.config, ("tcp_log", "tcplog"))
+        if "tcp-log" in plugins and tcp_log is not None:
+            yield "Kong's access logs (tcp-log plugin)", tcp_log, "logs"
+    prometheus = receiver_key(c.config, ("prometheus",))
+    if prometheus is not None:
+        yield "Kong's metrics (the prometheus receiver's scrape)", prometheus, "metrics"
+    if otlp is None:
+        return
+    for doc in m.objects("Instrumentation"):
+        spec = doc.body.get("spec") or {}
+        apps = injecting_apps(m, doc.namespace, doc.name)
+        by_signal: dict[str, list[str]] = {}
+        for language, injected in sorted(apps.items()):
+            known = defaults_for(language, spec)
+            exporters = {"traces": effective(spec, language, "OTEL_TRACES_EXPORTER", "otlp", "").value,
+                         "metrics": effective(spec, language, "OTEL_METRICS_EXPORTER", known.metrics_exporter,
+                                              "").value,
+                         "logs": effective(spec, language, "OTEL_LOGS_EXPORTER", known.logs_exporter, "").value}
+            if language == "go":  # the Go agent exports traces only
+                exporters["metrics"] = exporters["logs"] = None
+            for signal, value in exporters.items():
+                if "otlp" in str(value or "").split(","):
+                    by_signal.setdefault(signal, []).extend(f"{language}: {app}" for app in injected)
+        for signal, users in by_signal.items():
+            yield f"the services' OTLP {signal} (Instrumentation/{doc.name}; {', '.join(users)})", otlp, signal
+
+
+def check_data_paths(m: Manifests, c: CollectorFacts, kong: dict[str, Any] | None) -> None:
+    backends = backend_exporters(c.config)
+    if not backends:
+        m.add(c.file, f"no exporter sends to ${{env:{BACKEND_ENV}}}: nothing reaches Dynatrace")
+        return
+    pipelines = ((c.config.get("service") or {}).get("pipelines")) or {}
+    for what, receiver, signal in sources(m, c, kong):
+        feeding = [name for name, p in pipelines.items()
+                   if _type(name) == signal and receiver in ((p or {}).get("receivers") or [])]
+        if any(set((pipelines[name] or {}).get("exporters") or []) & backends for name in feeding):
+            continue
+        where = (f"its {signal} pipelines {feeding} export only to "
+                 f"{sorted({e for n in feeding for e in (pipelines[n] or {}).get('exporters') or []})}"
+                 if feeding else f"no {signal} pipeline receives from {receiver}")
+        m.add(c.file, f"{what} never reach Dynatrace: {where}, none to {sorted(backends)}")
+
