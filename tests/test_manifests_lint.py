@@ -469,6 +469,8 @@ def test_dynatrace_exporter_removed_from_the_logs_pipeline(copy: Path) -> None:
     assert "Kong's access logs (tcp-log plugin) never reach Dynatrace: its logs pipelines ['logs'] export only to " \
            "['debug'], none to ['otlp_http/dynatrace']" in found[0]
     assert found[1].count("the services' OTLP logs (Instrumentation/otelgate; ") == 1
+    # the Python SDK sends logs only with OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true, which is not set
+    assert "java: Deployment/frontend" in found[1] and "python" not in found[1]
 
 
 def test_tcp_log_receiver_in_no_pipeline(copy: Path) -> None:

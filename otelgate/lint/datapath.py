@@ -23,6 +23,10 @@ from otelgate.lint.exporting import defaults_for, effective, injecting_apps
 from otelgate.lint.model import CollectorFacts, Manifests
 
 BACKEND_ENV = "DT_ENDPOINT"
+# a language whose logs need one more switch than OTEL_LOGS_EXPORTER=otlp: the Python SDK attaches its logging
+# handler only when this is "true" (open-telemetry/opentelemetry-python@v1.39.1, the SDK of the Operator's
+# autoinstrumentation-python 0.60b1: opentelemetry-sdk/src/opentelemetry/sdk/_configuration/__init__.py:471-479)
+LOGS_SWITCH = {"python": ("OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED", "true")}
 
 
 def _type(component: Any) -> str:
@@ -74,6 +78,10 @@ def sources(m: Manifests, c: CollectorFacts, kong: dict[str, Any] | None) -> Ite
                          "logs": effective(spec, language, "OTEL_LOGS_EXPORTER", known.logs_exporter, "").value}
             if language == "go":  # the Go agent exports traces only
                 exporters["metrics"] = exporters["logs"] = None
+            if language in LOGS_SWITCH:
+                switch, on = LOGS_SWITCH[language]
+                if str(effective(spec, language, switch, "false", "").value).strip().lower() != on:
+                    exporters["logs"] = None
             for signal, value in exporters.items():
                 if "otlp" in str(value or "").split(","):
                     by_signal.setdefault(signal, []).extend(f"{language}: {app}" for app in injected)
