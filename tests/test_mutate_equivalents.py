@@ -160,6 +160,15 @@ def test_lint_kills_no_listed_mutant(mutants: dict[str, catalog.Mutant], tmp_pat
     assert killed == {}
 
 
+def test_every_test_a_reason_names_exists() -> None:
+    # a reason may point at the live test that shows it (the control plane's Operator); that test must exist
+    named = {ref for reason in EQUIVALENTS.values() for ref in re.findall(r"(tests/\w+\.py)::(\w+)", reason)}
+    assert named, "no reason names a test any more: drop this check or the references were lost"
+    missing = [f"{path}::{name}" for path, name in sorted(named)
+               if not (REPO / path).is_file() or not re.search(rf"^def {name}\(", (REPO / path).read_text(), re.M)]
+    assert missing == []
+
+
 def test_a_fact_check_can_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     # proves the facts are read from the manifests: kong.yaml with a consumer fails the per_consumer entry's check
     kong = {**_kong(), "consumers": [{"username": "alice"}]}
