@@ -494,3 +494,40 @@ def test_no_exporter_to_dynatrace(copy: Path) -> None:
 
     edit(copy, "otel/collector.yaml", change)
     only(lint_manifests(copy), "no exporter sends to ${env:DT_ENDPOINT}: nothing reaches Dynatrace")
+
+
+# --- the tcp_log receiver's operators read fields Kong's log line has -------------------------------------------------
+
+
+def _tcp_log_operators(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    operators: list[dict[str, Any]] = _collector_config(docs)["receivers"]["tcp_log"]["operators"]
+    return operators
+
+
+def test_trace_parser_reading_a_field_kong_does_not_write(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml",
+         lambda docs: _tcp_log_operators(docs)[1]["trace_id"].update(parse_from="attributes.traceid"))
+    only(lint_manifests(copy), "receiver tcp_log operators[1] (trace_parser) trace_id.parse_from = "
+                               "'attributes.traceid': Kong's log line has no field 'traceid'",
+         "kong/pdk/log.lua:894-928")
+
+
+def test_json_parser_not_reading_the_line(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml", lambda docs: _tcp_log_operators(docs)[0].update(parse_from="attributes.line"))
+    only(lint_manifests(copy), "operators[0] (json_parser) parse_from = 'attributes.line': tcp_log puts each line "
+                               "into body")
+
+
+def test_parsers_after_a_missing_json_parser(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml", lambda docs: _tcp_log_operators(docs).pop(0))
+    only(lint_manifests(copy), "operators[0] (trace_parser) trace_id.parse_from = 'attributes.trace_id'",
+         "no parser has filled this field yet")
+
+
+def test_a_custom_field_may_be_parsed(copy: Path) -> None:
+    # custom_fields_by_lua keys are fields of the line too: a parser may read a new one
+    edit(copy, "kong/kong.yaml", lambda docs: plugin(docs, "tcp-log")["custom_fields_by_lua"].update(
+        span_id='return "0123456789abcdef"'))
+    edit(copy, "otel/collector.yaml",
+         lambda docs: _tcp_log_operators(docs)[1].update(span_id={"parse_from": "attributes.span_id"}))
+    assert lines(lint_manifests(copy)) == []

@@ -39,7 +39,7 @@ from otelgate.lint.crossrefs import (
     check_rbac,
     check_scrape_config,
 )
-from otelgate.lint.datapath import check_data_paths
+from otelgate.lint.datapath import check_data_paths, check_tcp_log_fields
 from otelgate.lint.exporting import check_listeners, check_protocols, check_root_sampling
 from otelgate.lint.model import Finding, collector_facts, load
 from otelgate.lint.resources import (
@@ -80,6 +80,7 @@ def lint_manifests(root: str | Path = "manifests", *, topology: Topology = TOPOL
         check_exporter_secret(m, facts, topology)
         if kong is not None:
             check_kong_plugins(m, facts, kong)
+            check_tcp_log_fields(m, facts, kong)
     if kong is not None:
         check_kong_services(m, kong)
         check_root_sampling(m, kong)

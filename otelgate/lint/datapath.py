@@ -105,3 +105,71 @@ def check_data_paths(m: Manifests, c: CollectorFacts, kong: dict[str, Any] | Non
                  if feeding else f"no {signal} pipeline receives from {receiver}")
         m.add(c.file, f"{what} never reach Dynatrace: {where}, none to {sorted(backends)}")
 
+
+
+# --- what the tcp_log receiver's operators read from Kong's log line --------------------------------------------------
+
+# the top-level fields of Kong 3.9's log line (kong.log.serialize(), Kong/kong@3.9.1 kong/pdk/log.lua:894-928), plus
+# `trace_id`, which the propagating opentelemetry plugin sets as a serialize value (kong/observability/tracing/
+# propagation/init.lua:214-220), plus the tcp-log plugin's custom_fields_by_lua keys
+KONG_LOG_FIELDS = frozenset({
+    "request", "upstream_uri", "upstream_status", "response", "latencies", "tries", "authenticated_entity", "route",
+    "service", "consumer", "client_ip", "started_at", "source", "workspace", "workspace_name"})
+_NESTED = ("timestamp", "trace_id", "span_id", "trace_flags", "severity", "scope_name")
+
+
+def kong_log_fields(kong: dict[str, Any]) -> set[str]:
+    plugins = {p.get("name"): (p.get("config") or {}) for p in kong.get("plugins") or [] if isinstance(p, dict)}
+    fields = set(KONG_LOG_FIELDS) | set((plugins.get("tcp-log") or {}).get("custom_fields_by_lua") or {})
+    if "opentelemetry" in plugins:
+        fields.add("trace_id")
+    return fields
+
+
+def check_tcp_log_fields(m: Manifests, c: CollectorFacts, kong: dict[str, Any]) -> None:
+    """Each ``parse_from`` of the tcp_log receiver's operators must name something the log line has: ``body`` (the
+    line, where tcp_log puts it) until a parser moves Kong's JSON into ``attributes``, then ``attributes.<field>`` of
+    a field Kong writes. A wrong one parses nothing (the operator's on_error passes the entry on unparsed)."""
+    key = receiver_key(c.config, ("tcp_log", "tcplog"))
+    if key is None:
+        return
+    fields = kong_log_fields(kong)
+    parsed_into: str | None = None   # where Kong's JSON fields are after a parser ran
+    for index, operator in enumerate(((c.config.get("receivers") or {}).get(key) or {}).get("operators") or []):
+        operator = operator or {}
+        where = f"receiver {key} operators[{index}] ({operator.get('type')})"
+        own = operator.get("parse_from")
+        if own is not None and (problem := _unknown_field(str(own), parsed_into, fields)):
+            m.add(c.file, f"{where} parse_from = {own!r}: {problem}")
+            return  # the operators after it read what it did not parse: one finding says it
+        if str(operator.get("type", "")).endswith("_parser") and own == "body" and parsed_into is None:
+            parsed_into = str(operator.get("parse_to", "attributes"))  # its timestamp/trace_id read the result
+        for path, value in _parse_froms(operator):
+            if problem := _unknown_field(str(value), parsed_into, fields):
+                m.add(c.file, f"{where} {path} = {value!r}: {problem}")
+                return
+
+
+def _parse_froms(operator: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The nested ``parse_from`` settings (a parser's timestamp, trace ids, severity)."""
+    found = []
+    for nested in _NESTED:
+        settings = operator.get(nested)
+        if isinstance(settings, dict) and "parse_from" in settings:
+            found.append((f"{nested}.parse_from", settings["parse_from"]))
+    return found
+
+
+def _unknown_field(value: str, parsed_into: str | None, fields: set[str]) -> str | None:
+    if value == "body":
+        return None
+    root, _, rest = value.partition(".")
+    if parsed_into is None:
+        return "tcp_log puts each line into body; no parser has filled this field yet"
+    if root != parsed_into:
+        return f"Kong's fields are in {parsed_into} (the parser's parse_to)"
+    top = rest.split(".", 1)[0]
+    if top not in fields:
+        return (f"Kong's log line has no field {top!r} (its fields: {', '.join(sorted(fields))}; Kong/kong@3.9.1 "
+                f"kong/pdk/log.lua:894-928 and the tcp-log plugin's custom_fields_by_lua)")
+    return None
