@@ -469,8 +469,23 @@ def test_dynatrace_exporter_removed_from_the_logs_pipeline(copy: Path) -> None:
     assert "Kong's access logs (tcp-log plugin) never reach Dynatrace: its logs pipelines ['logs'] export only to " \
            "['debug'], none to ['otlp_http/dynatrace']" in found[0]
     assert found[1].count("the services' OTLP logs (Instrumentation/otelgate; ") == 1
-    # the Python SDK sends logs only with OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true, which is not set
-    assert "java: Deployment/frontend" in found[1] and "python" not in found[1]
+    assert "java: Deployment/frontend" in found[1]
+
+
+@pytest.mark.parametrize("switch", ["true", "false"])
+def test_python_logs_need_the_logging_switch(copy: Path, switch: str) -> None:
+    # the Python SDK attaches its log handler only with OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED=true
+    from otelgate.lint.datapath import sources
+    from otelgate.lint.model import collector_facts, load
+
+    edit(copy, "otel/instrumentation.yaml", lambda docs: _set_env(
+        _instrumentation(docs), "python", "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED", switch))
+    m = load(copy)
+    facts = collector_facts(m)
+    assert facts is not None
+    logs = [what for what, _, signal in sources(m, facts, m.file_doc("kong/kong.yaml")) if signal == "logs"
+            and what.startswith("the services'")]
+    assert len(logs) == 1 and ("python: Deployment/inventory" in logs[0]) == (switch == "true"), logs
 
 
 def test_tcp_log_receiver_in_no_pipeline(copy: Path) -> None:
@@ -531,3 +546,11 @@ def test_a_custom_field_may_be_parsed(copy: Path) -> None:
     edit(copy, "otel/collector.yaml",
          lambda docs: _tcp_log_operators(docs)[1].update(span_id={"parse_from": "attributes.span_id"}))
     assert lines(lint_manifests(copy)) == []
+
+
+@pytest.mark.parametrize("setting, fragment", [("retry_on_failure", "retry_on_failure is disabled"),
+                                               ("sending_queue", "sending_queue is disabled")])
+def test_dynatrace_exporter_without_retries_or_queue(copy: Path, setting: str, fragment: str) -> None:
+    edit(copy, "otel/collector.yaml",
+         lambda docs: _collector_config(docs)["exporters"]["otlp_http/dynatrace"][setting].update(enabled=False))
+    only(lint_manifests(copy), f"exporter otlp_http/dynatrace: {fragment}", "429")

@@ -39,7 +39,7 @@ from otelgate.lint.crossrefs import (
     check_rbac,
     check_scrape_config,
 )
-from otelgate.lint.datapath import check_data_paths, check_tcp_log_fields
+from otelgate.lint.datapath import check_backend_resilience, check_data_paths, check_tcp_log_fields
 from otelgate.lint.exporting import check_listeners, check_protocols, check_root_sampling
 from otelgate.lint.model import Finding, collector_facts, load
 from otelgate.lint.resources import (
@@ -73,6 +73,7 @@ def lint_manifests(root: str | Path = "manifests", *, topology: Topology = TOPOL
         check_collector_resource(m, facts)
         check_listeners(m, facts)
         check_data_paths(m, facts, kong)
+        check_backend_resilience(m, facts)
         check_rbac(m, facts, topology)
         check_scrape_config(m, facts, topology)
         check_instrumentation_endpoints(m, facts)

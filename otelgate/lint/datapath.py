@@ -107,6 +107,27 @@ def check_data_paths(m: Manifests, c: CollectorFacts, kong: dict[str, Any] | Non
 
 
 
+# --- the Dynatrace exporter rides out throttling and outages ----------------------------------------------------------
+
+_EXPORTERHELPER = "go.opentelemetry.io/collector/exporter/exporterhelper@v0.161.0 README.md"
+_THROTTLING = ("Dynatrace throttles with 429 (https://docs.dynatrace.com/docs/dynatrace-api/basics/access-limit), "
+               "which OTLP clients must retry (open-telemetry/opentelemetry-proto@v1.11.0 docs/specification.md:"
+               "638-649)")
+
+
+def check_backend_resilience(m: Manifests, c: CollectorFacts) -> None:
+    """Retries and the sending queue stay on for the exporter to Dynatrace (both are on by default)."""
+    for name in sorted(backend_exporters(c.config)):
+        settings = (c.config.get("exporters") or {}).get(name) or {}
+        if ((settings.get("retry_on_failure") or {}).get("enabled", True)) is False:
+            m.add(c.file, f"exporter {name}: retry_on_failure is disabled, so every batch Dynatrace refuses for a "
+                          f"moment is lost; {_THROTTLING}; keep it enabled (the default, {_EXPORTERHELPER}:12-13)")
+        if ((settings.get("sending_queue") or {}).get("enabled", True)) is False:
+            m.add(c.file, f"exporter {name}: sending_queue is disabled, so every export is synchronous and a slow or "
+                          f"throttling Dynatrace stalls the pipelines and the receivers' callers (Kong) instead of "
+                          f"being buffered; {_THROTTLING}; keep it enabled (the default, {_EXPORTERHELPER}:21-22)")
+
+
 # --- what the tcp_log receiver's operators read from Kong's log line --------------------------------------------------
 
 # the top-level fields of Kong 3.9's log line (kong.log.serialize(), Kong/kong@3.9.1 kong/pdk/log.lua:894-928), plus
