@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from otelgate import probe, topology
+from otelgate import claims_services, probe, topology
 from otelgate.expect import logs as expect_logs
 from otelgate.expect import metrics as expect_metrics
 from otelgate.expect import traces as expect_traces
@@ -49,6 +49,7 @@ class Timing:
     settle: float = 4.0           # a trace whose span count is unchanged this long is complete
     scrape: float = 20.0          # longest wait for the next Prometheus scrape to reach the sink
     down: float = 1.0             # the collector unreachable this long (probed twice) counts as down
+    service_export: float = 5.0   # longest wait for a demo service's next metric export (local: every 2 s)
 
 
 def timing_of(stack: Stack) -> Timing:
@@ -261,9 +262,12 @@ def wait_for_trace_of_request(stack: Stack, request_id: str, path: Sequence[str]
 def check_trace_spans_services(stack: Stack, path: Sequence[str] = TRACE_PATH, url_path: str = TRACES_ROUTE.path, *,
                                hook: TraceHook | None = None) -> expect_traces.TraceTree:
     """One request through Kong yields ONE trace: kong-otel -> coupon -> membership, each hop parent-linked, the
-    first upstream SERVER span a child of ``kong.balancer``, no missing parents. ``hook`` is called on every poll
-    (negative controls use it to break the pipeline while the trace is in flight)."""
+    first upstream SERVER span a child of ``kong.balancer``, no missing parents, the deployment attribute on every
+    span; a request sent just before it with a not-sampled W3C parent yields no span at all. ``hook`` is called on
+    every poll (negative controls use it to break the pipeline while the trace is in flight)."""
     started = now_ns()
+    parent = claims_services.UnsampledParent.new()
+    require_ok(send(stack.gateway_url, url_path, headers_per_request=[parent.headers]), 1)
     traffic = send(stack.gateway_url, url_path)
     require_ok(traffic, 1)
     tree = wait_for_trace_of_request(stack, traffic.request_ids[0], path, since_ns=started, hook=hook)
@@ -272,6 +276,8 @@ def check_trace_spans_services(stack: Stack, path: Sequence[str] = TRACE_PATH, u
     hops = expect_traces.assert_service_path(tree, path)
     expect_traces.assert_parent(tree, hops[1], "kong.balancer")
     expect_traces.assert_complete(tree)
+    claims_services.assert_deployment_attribute(tree.spans, stack, "stored spans of the trace", "traces")
+    claims_services.assert_parent_decision_followed(stack, parent)
     return tree
 
 
@@ -311,11 +317,14 @@ def wait_for_scrape_after(stack: Stack, after_ns: int, what: str, since_ns: int 
     return first
 
 
-def _traffic_then_scrape(stack: Stack, requests: int, url_path: str, started: int) -> list[Mapping[str, Any]]:
+def _traffic_then_scrape(stack: Stack, requests: int, url_path: str, started: int, baseline: int
+                         ) -> tuple[Traffic, claims_services.ServiceMetrics, list[Mapping[str, Any]]]:
+    services = claims_services.ServiceMetrics.before_traffic(stack, METRICS_ROUTE.service_path[1:], baseline,
+                                                             started, timing_of(stack).service_export, now_ns())
     traffic = send(stack.gateway_url, url_path, requests)
     require_ok(traffic, requests)
     wait_for_scrape_after(stack, traffic.ended_ns + KONG_SYNC_NS, "a scrape after the traffic", since_ns=started)
-    return _kong_points(stack)
+    return traffic, services, _kong_points(stack)
 
 
 def _anchored(points: Sequence[Mapping[str, Any]], baseline: int, route: str) -> bool:
@@ -356,10 +365,11 @@ def check_metrics_delta_and_counts(
     """
     started = now_ns()
     baseline = latest_scrape(stack, started)
-    points = _traffic_then_scrape(stack, requests, url_path, started) if baseline else []
-    if not baseline or not _anchored(points, baseline, route):
+    traffic, services, points = (_traffic_then_scrape(stack, requests, url_path, started, baseline) if baseline
+                                 else (None, None, []))
+    if traffic is None or services is None or not _anchored(points, baseline, route):
         baseline = wait_for_scrape_after(stack, now_ns(), "a scrape before the traffic", since_ns=started)
-        points = _traffic_then_scrape(stack, requests, url_path, started)
+        traffic, services, points = _traffic_then_scrape(stack, requests, url_path, started, baseline)
     # on the Dynatrace-profile sink cumulative points are refused, not stored: the refusal check above decides;
     # assert_all_delta's docstring says what it adds (and it refuses to pass on no data)
     expect_metrics.assert_all_delta(points)
@@ -394,6 +404,11 @@ def check_metrics_delta_and_counts(
     expect_metrics.assert_attribute_everywhere(points, TOPOLOGY.deployment_attribute,
                                                getattr(stack, "kong_deployment_name", None))
     expect_metrics.assert_no_rejections(rejections_since(stack, started), "metrics")
+    # added because mutants survived (docs/mutation-report-2026-11-28.md): bandwidth_metrics off, the otlp receiver
+    # missing from the metrics pipeline
+    claims_services.check_bandwidth(points, baseline, route, wait_for_access_logs(stack, traffic, "the metrics "
+                                                                                  "claim's traffic (bandwidth)"))
+    services.check(stack, requests, traffic.ended_ns, timing_of(stack).scrape)
     return points
 
 
@@ -470,7 +485,8 @@ def wait_for_access_logs(stack: Stack, traffic: Traffic, what: str) -> list[Mapp
 
 def check_access_logs(stack: Stack, requests: int = 10, url_path: str = LOGS_ROUTE.path) -> list[Mapping[str, Any]]:
     """Every Kong access log of the traffic arrives once, with a clean 32-hex trace_id equal to the LogRecord
-    trace id, and each sampled request's log joins the stored trace with the same request id.
+    trace id and the deployment attribute, each sampled request's log joins the stored trace with the same request
+    id, and each service on the route that exports logs delivered its own record of each request (same trace id).
 
     The join is not optional: when the rate in force is above 0 it must run on at least one record."""
     timing = timing_of(stack)
@@ -479,6 +495,7 @@ def check_access_logs(stack: Stack, requests: int = 10, url_path: str = LOGS_ROU
     records = wait_for_access_logs(stack, traffic, "the logs claim's traffic")
     expect_logs.assert_one_record_per_request(records, traffic.request_ids)
     expect_logs.assert_clean_trace_ids(records, min_records=requests)
+    claims_services.assert_deployment_attribute(records, stack, "Kong access logs", "logs")
     sampled = [r for r in records if kong_sampled(r) is not False]
     rate = effective_rate(stack)
     if not sampled:
@@ -486,6 +503,7 @@ def check_access_logs(stack: Stack, requests: int = 10, url_path: str = LOGS_ROU
             raise ExpectationFailed("JOIN_NOT_RUN", f"rate {rate} in force, yet Kong sampled none of {len(records)} "
                                     "logged requests: the log-to-trace join would check nothing",
                                     evidence=Evidence(expected=1, seen=0, facts={"rate_in_force": rate}))
+        claims_services.assert_service_logs(stack, records, LOGS_ROUTE.service_path[1:], timing.signal)
         return records
     ids = [expect_logs.request_id(r) for r in sampled]
     with contextlib.suppress(WaitTimeout):  # the join below reports what did not arrive
@@ -495,6 +513,7 @@ def check_access_logs(stack: Stack, requests: int = 10, url_path: str = LOGS_ROU
     trace_ids = {str(r["trace_id"]) for r in sampled}
     roots += [s for s in stack.sink.spans(name="kong") if s["trace_id"] in trace_ids and s not in roots]
     expect_logs.assert_joins_traces(sampled, roots)
+    claims_services.assert_service_logs(stack, records, LOGS_ROUTE.service_path[1:], timing.signal)
     return records
 
 

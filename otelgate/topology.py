@@ -13,8 +13,8 @@ not constants in code.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from otelgate import paths
 
 CLAIMS = ("traces", "metrics", "logs", "sampling")
+SIGNALS = ("traces", "metrics", "logs")
 
 
 class TopologyError(ValueError):
@@ -54,6 +55,10 @@ class Topology:
     request_counter: str
     latency_histogram: str
     route_label: str
+    bandwidth_counter: str = "kong_bandwidth_bytes"
+    service_request_histogram: str = "http.server.duration"
+    # stack name -> demo service -> the signals it exports itself (a stack not listed: traces only)
+    service_signals: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def route_for(self, claim: str) -> Route:
         """The route the claim (``traces``, ``metrics``, ``logs`` or ``sampling``) drives."""
@@ -67,6 +72,15 @@ class Topology:
             raise KeyError(f"no deployment name for stack {stack!r} in {self.source} [deployment.names] "
                            f"(have {sorted(self.deployment_names)})")
         return self.deployment_names[stack]
+
+    def exporting(self, stack: str, signal: str, services: Sequence[str]) -> tuple[str, ...]:
+        """Those of ``services`` that export ``signal`` themselves on ``stack`` (``[services.signals]``)."""
+        if signal not in SIGNALS:
+            raise KeyError(f"no signal {signal!r} (have {SIGNALS})")
+        declared = self.service_signals.get(stack)
+        if declared is None:
+            return tuple(s for s in services if signal == "traces")
+        return tuple(s for s in services if signal in declared.get(s, ()))
 
     @property
     def canary_path(self) -> str:
@@ -126,6 +140,21 @@ def _route(source: Path, name: str, table: _Table, kong_service: str) -> Route:
     return route
 
 
+def _signals(source: Path, table: _Table, demo: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """One stack's ``service = [signals]`` table: demo services only, known signals only."""
+    result: dict[str, tuple[str, ...]] = {}
+    for service in list(table.data):
+        if service not in demo:
+            raise TopologyError(f"{source}: {table.where}.{service} is not in services.demo {list(demo)}")
+        signals = table.texts(service)
+        unknown = sorted(set(signals) - set(SIGNALS))
+        if unknown:
+            raise TopologyError(f"{source}: {table.where}.{service}: unknown signal(s) {unknown} (have {SIGNALS})")
+        result[service] = signals
+    table.done()
+    return result
+
+
 def parse(text: str, source: Path) -> Topology:
     """The topology ``text`` (the content of ``source``) declares; :class:`TopologyError` names any problem."""
     try:
@@ -150,14 +179,17 @@ def parse(text: str, source: Path) -> Topology:
     demo, gateway = services.texts("demo"), services.texts("gateway")
     if not set(gateway) <= set(demo):
         raise TopologyError(f"{source}: services.gateway {sorted(set(gateway) - set(demo))} not in services.demo")
+    signals_table = services.table("signals")
+    service_signals = {stack: _signals(source, signals_table.table(stack), demo) for stack in list(signals_table.data)}
     topology = Topology(
         source=source, token_env=top.text("token_env"), canary=routes[named["canary_route"]],
         kong_service_name=kong_service, deployment_attribute=deployment.text("attribute"),
         deployment_env=deployment.text("env"), deployment_names=deployment_names, demo_services=demo,
         gateway_services=gateway, routes=routes, claim_routes=claim_routes,
         request_counter=metrics.text("request_counter"), latency_histogram=metrics.text("latency_histogram"),
-        route_label=metrics.text("route_label"))
-    for table in (top, kong, deployment, names, services, claims, metrics, routes_table):
+        route_label=metrics.text("route_label"), bandwidth_counter=metrics.text("bandwidth_counter"),
+        service_request_histogram=metrics.text("service_request_histogram"), service_signals=service_signals)
+    for table in (top, kong, deployment, names, services, signals_table, claims, metrics, routes_table):
         table.done()
     return topology
 

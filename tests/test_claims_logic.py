@@ -17,7 +17,8 @@ from otelgate.expect.errors import ExpectationFailed
 from otelgate.stacks.base import StackSettings
 from otelgate.traffic import Traffic
 
-FAST = claims.Timing(signal=2.0, settle=0.6, scrape=2.0, down=0.2)
+FAST = claims.Timing(signal=2.0, settle=0.6, scrape=2.0, down=0.2, service_export=0.5)
+DEPLOYMENT = claims.TOPOLOGY.deployment_attribute
 
 
 @dataclass
@@ -61,13 +62,13 @@ class FakeStack:
 def access_log(request_id: str, trace_id: str, sampled: bool | None) -> dict[str, Any]:
     headers = {} if sampled is None else {"traceparent": f"00-{trace_id}-{'1' * 16}-{'01' if sampled else '00'}"}
     return {"attributes": {"request": {"id": request_id, "uri": "/x", "headers": headers}, "started_at": 1,
-                           "trace_id": trace_id}, "trace_id": trace_id}
+                           "trace_id": trace_id, DEPLOYMENT: "kong-fake"}, "trace_id": trace_id}
 
 
 def kong_root(request_id: str, trace_id: str) -> dict[str, Any]:
     return {"trace_id": trace_id, "span_id": "a" * 16, "parent_span_id": "", "service_name": claims.KONG_SERVICE,
             "name": "kong", "kind": "SERVER", "start_unix_nano": 0, "end_unix_nano": 1,
-            "attributes": {"kong.request.id": request_id}}
+            "attributes": {"kong.request.id": request_id, DEPLOYMENT: "kong-fake"}}
 
 
 def fake_send(request_ids: Sequence[str]) -> Callable[..., Traffic]:
@@ -157,3 +158,191 @@ def test_the_sampling_claim_passes_kong_s_decisions_and_names_the_mismatches_of_
     assert err.value.cause == "SAMPLING_DECISION"
     first = err.value.evidence.facts["first_mismatched_trace_ids"][0]
     assert first in err.value.details and "at rate 0.5" in err.value.details
+
+
+# --- checks added because `otelgate mutate` found survivors (docs/mutation-report-2026-11-28.md) -----------------
+
+def whole_trace(request_id: str, trace_id: str, deployment: str | None = "kong-fake") -> list[dict[str, Any]]:
+    """Kong -> coupon -> membership, every span parent-linked, the deployment attribute on each unless None."""
+    kong = claims.KONG_SERVICE
+    chain = [("a", "", kong, "kong", "SERVER"), ("b", "a", kong, "kong.balancer", "CLIENT"),
+             ("c", "b", "coupon", "GET /coupons", "SERVER"), ("d", "c", "coupon", "GET", "CLIENT"),
+             ("e", "d", "membership", "GET /isMember", "SERVER")]
+    spans = []
+    for index, (span_id, parent, service, name, kind) in enumerate(chain):
+        attributes: dict[str, Any] = {"kong.request.id": request_id} if name == "kong" else {}
+        if deployment is not None:
+            attributes[DEPLOYMENT] = deployment
+        spans.append({"trace_id": trace_id, "span_id": span_id * 16, "parent_span_id": parent * 16 if parent else "",
+                      "service_name": service, "name": name, "kind": kind, "start_unix_nano": index,
+                      "end_unix_nano": index + 10, "attributes": attributes,
+                      "resource": {"service.name": service,
+                                   **({DEPLOYMENT: "kong-fake"} if deployment is None else {})}})
+    return spans
+
+
+def test_the_traces_claim_passes_a_whole_trace_with_the_deployment_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = FakeSink(span_records=whole_trace("r0", trace_ids(1, 5)[0]))
+    monkeypatch.setattr(claims, "send", fake_send(["r0"]))
+    tree = claims.check_trace_spans_services(FakeStack(sink))  # type: ignore[arg-type]
+    assert len(tree.spans) == 5
+
+
+def test_spans_without_the_deployment_attribute_fail_the_traces_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """attributes/kong removed from the traces pipeline: the old claim passed this trace."""
+    sink = FakeSink(span_records=whole_trace("r0", trace_ids(1, 6)[0], deployment=None))
+    monkeypatch.setattr(claims, "send", fake_send(["r0"]))
+    with pytest.raises(ExpectationFailed) as err:
+        claims.check_trace_spans_services(FakeStack(sink))  # type: ignore[arg-type]
+    facts = err.value.evidence.facts
+    assert err.value.cause == "MISSING_ATTRIBUTE" and facts["pipeline"] == "traces", err.value
+    assert facts["on_resource_instead"] == 5 and err.value.evidence.seen == 0
+    assert facts["services"] == sorted({claims.KONG_SERVICE, "coupon", "membership"})
+
+
+def test_a_wrong_deployment_name_on_spans_fails_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = FakeSink(span_records=whole_trace("r0", trace_ids(1, 7)[0], deployment="kong-kind"))
+    monkeypatch.setattr(claims, "send", fake_send(["r0"]))
+    with pytest.raises(ExpectationFailed) as err:
+        claims.check_trace_spans_services(FakeStack(sink))  # type: ignore[arg-type]
+    assert err.value.cause == "MISSING_ATTRIBUTE" and err.value.evidence.facts["value"] == "kong-fake"
+
+
+def test_access_logs_without_the_deployment_attribute_fail_the_logs_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """attributes/kong removed from the logs pipeline: the old claim passed these records (rate 0: no join)."""
+    ids = [f"r{i}" for i in range(3)]
+    records = [access_log(r, t, sampled=False) for r, t in zip(ids, trace_ids(3, 8), strict=True)]
+    del records[1]["attributes"][DEPLOYMENT]
+    monkeypatch.setattr(claims, "send", fake_send(ids))
+    with pytest.raises(ExpectationFailed) as err:
+        claims.check_access_logs(FakeStack(FakeSink(log_records=records), StackSettings(sampling_rate=0.0)),  # type: ignore[arg-type]
+                                 requests=3)
+    assert err.value.cause == "MISSING_ATTRIBUTE" and err.value.evidence.facts["pipeline"] == "logs"
+    assert (err.value.evidence.expected, err.value.evidence.seen) == (3, 2) and "request.id=r1" in err.value.details
+
+
+def test_a_service_that_records_a_not_sampled_parent_fails_the_traces_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Instrumentation's sampler changed to traceidratio (ignores the parent): coupon records the request Kong
+    forwarded with flags 00. The old claim never sent such a request."""
+    sink = FakeSink(span_records=whole_trace("r0", trace_ids(1, 9)[0]))
+    sent = fake_send(["r0"])
+    incoming: list[str] = []
+
+    def send(gateway_url: str, path: str, count: int = 1, **options: Any) -> Traffic:
+        for headers in options.get("headers_per_request") or []:
+            incoming.append(headers["traceparent"])
+            _, trace_id, _, flags = headers["traceparent"].split("-")
+            assert flags == "00"
+            sink.span_records.append({"trace_id": trace_id, "span_id": "f" * 16, "parent_span_id": "1" * 16,
+                                      "service_name": "coupon", "name": "GET /coupons", "kind": "SERVER",
+                                      "start_unix_nano": 0, "end_unix_nano": 1,
+                                      "attributes": {DEPLOYMENT: "kong-fake"}})
+        return sent(gateway_url, path, count)
+
+    monkeypatch.setattr(claims, "send", send)
+    with pytest.raises(ExpectationFailed) as err:
+        claims.check_trace_spans_services(FakeStack(sink))  # type: ignore[arg-type]
+    assert err.value.cause == "SERVICE_IGNORES_PARENT_DECISION", err.value
+    assert err.value.evidence.facts["services"] == ["coupon"] and len(incoming) == 1
+    assert err.value.evidence.facts["incoming"] == incoming[0]
+
+
+def bandwidth_point(direction: str, value: int, end: int, route: str = "pricing-route") -> dict[str, Any]:
+    return {"name": claims.TOPOLOGY.bandwidth_counter, "type": "sum", "monotonic": True, "temporality": "DELTA",
+            "value": value, "start_unix_nano": end - 5, "time_unix_nano": end,
+            "attributes": {claims.ROUTE_LABEL: route, "direction": direction}}
+
+
+def sized_log(request_id: str, request_size: int, response_size: int) -> dict[str, Any]:
+    return {"attributes": {"request.id": request_id, "request.size": request_size, "response.size": response_size,
+                           "started_at": 1}}
+
+
+def test_bandwidth_deltas_must_equal_the_access_logs_sizes() -> None:
+    """bandwidth_metrics: false survived: nothing read kong_bandwidth_bytes."""
+    from otelgate import claims_services
+
+    records = [sized_log("r0", 100, 300), sized_log("r1", 110, 310)]
+    points = [bandwidth_point("ingress", 999, 10), bandwidth_point("ingress", 150, 20),
+              bandwidth_point("ingress", 60, 30), bandwidth_point("egress", 610, 30),
+              bandwidth_point("egress", 7, 30, route="coupon-route")]
+    claims_services.check_bandwidth(points, 10, "pricing-route", records)  # the point at the baseline is before it
+    with pytest.raises(ExpectationFailed) as err:
+        claims_services.check_bandwidth(points[:3], 10, "pricing-route", records)
+    assert err.value.cause == "BANDWIDTH_MISMATCH" and err.value.evidence.facts["direction"] == "egress"
+    assert (err.value.evidence.expected, err.value.evidence.seen) == (610, 0) and "bandwidth_metrics" in str(err.value)
+    with pytest.raises(ExpectationFailed) as err:
+        claims_services.check_bandwidth(points[1:], 10, "pricing-route", [*records, sized_log("r2", 1, 1)])
+    assert err.value.cause == "BANDWIDTH_MISMATCH" and err.value.evidence.expected == 211
+
+
+def service_point(service: str, count: int, end: int) -> dict[str, Any]:
+    return {"name": claims.TOPOLOGY.service_request_histogram, "type": "histogram", "temporality": "DELTA",
+            "count": count, "start_unix_nano": end - 2, "time_unix_nano": end, "attributes": {"http.target": "/price"},
+            "resource": {"service.name": service}}
+
+
+@dataclass
+class MetricSink(FakeSink):
+    points: list[dict[str, Any]] = field(default_factory=list)
+
+    def metric_points(self, name: str | None = None) -> list[dict[str, Any]]:
+        return [p for p in self.points if name in (None, p["name"])]
+
+
+def test_topology_declares_which_services_export_metrics() -> None:
+    assert claims.TOPOLOGY.exporting("local", "metrics", ("coupon", "pricing")) == ("coupon", "pricing")
+    assert claims.TOPOLOGY.exporting("kind", "metrics", ("membership",)) == ()
+    assert claims.TOPOLOGY.exporting("kind", "traces", ("membership",)) == ("membership",)
+
+
+def test_the_services_own_metrics_must_count_the_requests_they_served() -> None:
+    """The otlp receiver removed from the metrics pipeline survived: nothing read the services' own metrics."""
+    from otelgate import claims_services
+
+    sink = MetricSink(points=[service_point("pricing", 1, 100), service_point("pricing", 20, 200),
+                              service_point("coupon", 5, 200)])
+    stack = FakeStack(sink, name="local")
+    watch = claims_services.ServiceMetrics.before_traffic(stack, ("pricing",), 50, 150, 0.1)  # type: ignore[arg-type]
+    assert watch.baselines == {"pricing": 100}
+    watch.check(stack, 20, 190, 0.5)  # type: ignore[arg-type]
+    with pytest.raises(ExpectationFailed) as err:
+        watch.check(stack, 21, 190, 0.5)  # type: ignore[arg-type]
+    assert err.value.cause == "SERVICE_METRICS_COUNT" and err.value.evidence.seen == 20
+    sink.points = [p for p in sink.points if p["resource"]["service.name"] != "pricing"]  # receiver gone
+    with pytest.raises(ExpectationFailed) as err:
+        watch.check(stack, 20, 190, 0.5)  # type: ignore[arg-type]
+    assert err.value.cause == "SERVICE_METRICS_MISSING" and err.value.evidence.facts["service"] == "pricing"
+    cumulative = MetricSink(points=[service_point("pricing", 1, 100), {**service_point("pricing", 21, 200),
+                                                                       "temporality": "CUMULATIVE"}])
+    with pytest.raises(ExpectationFailed) as err:
+        watch.check(FakeStack(cumulative, name="local"), 20, 190, 0.5)  # type: ignore[arg-type]
+    assert err.value.cause == "CUMULATIVE_POINTS"
+    assert claims_services.ServiceMetrics.before_traffic(FakeStack(sink, name="kind"),  # type: ignore[arg-type]
+                                                         ("pricing",), 50, 150, 0.1).services == ()
+
+
+def service_log(service: str, trace_id: str) -> dict[str, Any]:
+    return {"body": "GET /coupons -> 200", "attributes": {}, "trace_id": trace_id, "resource": {"service.name": service}}
+
+
+def test_each_service_on_the_route_must_deliver_its_own_log_of_each_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The otlp receiver removed from the logs pipeline: only Kong's access logs (tcp_log) arrive; the old claim
+    passed."""
+    ids, tids = [f"r{i}" for i in range(3)], trace_ids(3, 10)
+    kong_logs = [access_log(r, t, sampled=False) for r, t in zip(ids, tids, strict=True)]
+    monkeypatch.setattr(claims, "send", fake_send(ids))
+    stack = FakeStack(FakeSink(log_records=list(kong_logs)), StackSettings(sampling_rate=0.0), name="local")
+    with pytest.raises(ExpectationFailed) as err:
+        claims.check_access_logs(stack, requests=3)  # type: ignore[arg-type]
+    assert err.value.cause == "SERVICE_LOGS_MISSING", err.value
+    assert err.value.evidence.facts["requests_unlogged_by_service"] == {"coupon": 3, "membership": 3}
+    stack.sink.log_records += [service_log(s, t) for s in ("coupon", "membership") for t in tids[:2]]
+    stack.sink.log_records.append(service_log("coupon", tids[2]))
+    with pytest.raises(ExpectationFailed) as err:
+        claims.check_access_logs(stack, requests=3)  # type: ignore[arg-type]
+    assert err.value.evidence.facts["requests_unlogged_by_service"] == {"membership": 1}
+    assert (err.value.evidence.expected, err.value.evidence.seen) == (6, 5)
+    stack.sink.log_records.append(service_log("membership", tids[2]))
+    assert len(claims.check_access_logs(stack, requests=3)) == 3  # type: ignore[arg-type]
+    assert claims.TOPOLOGY.exporting("kind", "logs", ("coupon", "membership")) == ()

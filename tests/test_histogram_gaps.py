@@ -149,6 +149,12 @@ class ScrapingSink:
     def rejections(self, signal: str | None = None) -> list[dict[str, Any]]:
         return []
 
+    def logs(self) -> list[dict[str, Any]]:
+        """The access logs of the traffic ``sent`` sends (the claim's bandwidth check reads their sizes; 0 bytes:
+        Kong's prometheus plugin counts no bandwidth for them, and no bandwidth points are recorded)."""
+        return [{"attributes": {"request.id": f"r{i}", "started_at": 1, "request.size": 0, "response.size": 0}}
+                for i in range(20)]
+
     def stats(self) -> dict[str, Any]:
         return {"metric_points": len(self.points)}
 

@@ -83,12 +83,15 @@ class SyntheticStack:
     def emit_trace(self, request_id):
         trace_id, kong, balancer, coupon, client = new_trace_id(), *(new_span_id() for _ in range(4))
         upstream_trace, upstream_parent = (new_trace_id(), b"") if self.propagation_cut() else (trace_id, balancer)
+        added = {"kong.deployment.name": self.kong_deployment_name}  # what the collector's attributes/kong inserts
         batches = [
-            ("kong-otel", [span("kong", trace_id, kong, kind=SERVER, attributes={"kong.request.id": request_id}),
-                           span("kong.balancer", trace_id, balancer, kong, kind=CLIENT)]),
-            ("coupon", [span("GET /coupons", upstream_trace, coupon, upstream_parent, kind=SERVER),
-                        span("GET", upstream_trace, client, coupon, kind=CLIENT)]),
-            ("membership", [span("GET /isMember", upstream_trace, new_span_id(), client, kind=SERVER)]),
+            ("kong-otel", [span("kong", trace_id, kong, kind=SERVER,
+                                attributes={"kong.request.id": request_id, **added}),
+                           span("kong.balancer", trace_id, balancer, kong, kind=CLIENT, attributes=added)]),
+            ("coupon", [span("GET /coupons", upstream_trace, coupon, upstream_parent, kind=SERVER, attributes=added),
+                        span("GET", upstream_trace, client, coupon, kind=CLIENT, attributes=added)]),
+            ("membership", [span("GET /isMember", upstream_trace, new_span_id(), client, kind=SERVER,
+                                 attributes=added)]),
         ]
         for service, spans in batches:
             post_otlp(self.server.signal_url("traces"), traces_request(spans, service), self._token)
