@@ -28,10 +28,20 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _log_to_stdout(service: str) -> None:
+    """INFO to stdout, beside any handler already on the root logger: the instrumentation attaches its OTLP logging
+    handler there at interpreter start (so ``logging.basicConfig`` would do nothing, and ``force=True`` would remove
+    it)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format=f"%(asctime)s {args.service} %(levelname)s %(name)s: %(message)s")
+    _log_to_stdout(args.service)
     try:
         app = create_app(args.service)
     except ValueError as exc:

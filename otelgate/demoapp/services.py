@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 
 SERVICES = ("coupon", "membership", "inventory", "pricing")
@@ -57,6 +57,15 @@ def _health(app: Flask, service: str) -> None:
     @app.get("/healthz")
     def healthz() -> ResponseReturnValue:
         return jsonify(status="ok", service=service)
+
+
+def _log_each_request(app: Flask) -> None:
+    """One log line per request, written while the request's span is current, so the instrumentation's log record
+    carries the request's trace id (the server's own access line is written after the span ended)."""
+    @app.after_request
+    def log_request(response: Response) -> Response:
+        app.logger.info("%s %s -> %d", request.method, request.path, response.status_code)
+        return response
 
 
 def _coupon(app: Flask) -> None:
@@ -143,6 +152,7 @@ def create_app(service: str) -> Flask:
     if service not in _ROUTES:
         raise ValueError(f"unknown demo service {service!r}; choose one of {', '.join(SERVICES)}")
     app = Flask(f"otelgate-demo-{service}")
+    _log_each_request(app)
     _health(app, service)
     _ROUTES[service](app)
     return app
