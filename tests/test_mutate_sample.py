@@ -47,7 +47,10 @@ def test_every_sampled_mutant_is_killed(stack: Stack, tmp_path: Path) -> None:
     runner = Runner(manifests, tmp_path, stack=stack)  # the session's stack; restored after each mutant
     started = time.monotonic()
     verdicts = [runner.judge(mutants[mutant_id], originals) for mutant_id in SAMPLE]
-    lines = [f"{v.verdict:9} {v.killer or '-':8} {v.cause or '-':18} {v.seconds:5.1f} s  {v.mutant}" for v in verdicts]
-    print(f"mutation sample: {len(verdicts)} mutants in {time.monotonic() - started:.0f} s\n" + "\n".join(lines))
+    lines = [f"{v.verdict:9} {v.killer or '-':8} {v.cause or '-':18} {v.seconds:5.1f} s  {v.mutant}  "
+             f"({', '.join(f'{k} {t:.1f}' for k, t in v.phases.items()) or 'no stack'})" for v in verdicts]
+    mean = sum(v.seconds for v in verdicts) / len(verdicts)
+    print(f"mutation sample: {len(verdicts)} mutants in {time.monotonic() - started:.0f} s, mean verdict time "
+          f"{mean:.1f} s\n" + "\n".join(lines))
     survivors = [f"{v.mutant}: {v.why}" for v in verdicts if v.verdict != KILLED]
     assert not survivors, "mutants the gate let through:\n" + "\n".join(survivors)

@@ -96,8 +96,9 @@ def _judge_all(mutants: list[catalog.Mutant], originals: dict[str, tuple[object,
             elapsed = time.monotonic() - started
             eta = elapsed / done[0] * (len(mutants) - done[0])
             killer = f" by {verdict.killer} [{verdict.cause}]" if verdict.killer else ""
-            print(f"[{done[0]}/{len(mutants)}] {verdict.verdict}{killer} {verdict.mutant} ({verdict.seconds:.1f} s; "
-                  f"elapsed {elapsed:.0f} s, ETA {eta:.0f} s)", flush=True)
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in verdict.phases.items())
+            print(f"[{done[0]}/{len(mutants)}] {verdict.verdict}{killer} {verdict.mutant} ({verdict.seconds:.1f} s"
+                  f"{': ' + phases if phases else ''}; elapsed {elapsed:.0f} s, ETA {eta:.0f} s)", flush=True)
 
     shares = [mutants[i::jobs] for i in range(jobs)]
     results: list[list[Verdict]] = [[] for _ in shares]

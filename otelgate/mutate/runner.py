@@ -13,7 +13,7 @@ import contextlib
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class Verdict:
     evidence: str = ""
     why: str = ""             # for survivors and equivalents
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # apply, settle, claims, restore, confirm: seconds each
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,6 +216,7 @@ class Runner:
     _workspace: Path | None = None
     _baseline: dict[str, Any] = field(default_factory=dict)
     _checked: bool = False
+    _phases: dict[str, float] = field(default_factory=dict)
 
     def workspace(self) -> Path:
         if self._workspace is None:
@@ -228,8 +230,18 @@ class Runner:
 
     def judge(self, mutant: Mutant, originals: Mapping[str, Sequence[Any]]) -> Verdict:
         started = time.monotonic()
+        self._phases = {}
         verdict = self._judge(mutant, originals)
-        return Verdict(**{**verdict.as_dict(), "seconds": round(time.monotonic() - started, 2)})
+        return Verdict(**{**verdict.as_dict(), "seconds": round(time.monotonic() - started, 2),
+                          "phases": dict(self._phases)})
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._phases[name] = round(self._phases.get(name, 0.0) + time.monotonic() - started, 2)
 
     def _judge(self, mutant: Mutant, originals: Mapping[str, Sequence[Any]]) -> Verdict:
         base: dict[str, Any] = dict(mutant=mutant.id, operator=mutant.operator, file=mutant.file,
@@ -250,21 +262,26 @@ class Runner:
         path.write_text(mutant.text())
         try:
             try:
-                stack.reconfigure(**{setting: path})
+                with self._phase("apply"):
+                    stack.reconfigure(**{setting: path})
             except Exception as exc:
                 first_line = str(exc).splitlines()[0] if str(exc) else ""
                 first_line = first_line.replace(f"{self.workdir.resolve()}/", "<workdir>/")  # reports leave the machine
                 return Verdict(**base, verdict=KILLED, killer="stack", cause="NOT_APPLIED",
                                evidence=f"{type(exc).__name__}: {first_line}"[:600])
             if setting == "collector_yaml":
-                _settle(stack)
-            failed = run_claims(stack, self.claims)
+                with self._phase("settle"):
+                    _settle(stack)
+            with self._phase("claims"):
+                failed = run_claims(stack, self.claims)
         finally:
-            self._restore(setting)
+            with self._phase("restore"):
+                self._restore(setting)
         if failed is None:
             return Verdict(**base, verdict=SURVIVED, why="lint and every claim pass with it applied")
         claim, cause, evidence = failed
-        unmutated = self._confirm(claim)
+        with self._phase("confirm"):
+            unmutated = self._confirm(claim)
         if unmutated is not None:  # the claim fails without the mutant too: the failure is not the mutant's doing
             return Verdict(**base, verdict=SURVIVED, killer=None, cause=cause, evidence=evidence,
                            why=f"inconclusive: {claim} failed with it ([{cause}]) but also on the restored, unmutated "
