@@ -70,8 +70,10 @@ def controlplane(session: nox.Session) -> None:
     _install(session, "test", "kube")
     _ensure_controlplane(session)
     session.env["OTELGATE_REQUIRE_CONTROLPLANE"] = "1"
-    session.run("pytest", "tests/test_controlplane.py", "tests/test_controlplane_offline.py", _junit("controlplane"),
-                *session.posargs)
+    order = [] if os.environ.get("OTELGATE_RANDOM_ORDER") else ["-p", "no:randomly"]
+    session.run("pytest", "tests/test_controlplane.py", "tests/test_controlplane_faults.py",
+                "tests/test_controlplane_mutants.py", "tests/test_controlplane_offline.py", *order,
+                _junit("controlplane"), *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -103,6 +103,13 @@ class Kube:
         return self._request("PATCH", self.path(api_version, kind, namespace, name), what=f"patch {kind} {name}",
                              content=json.dumps(patch), content_type="application/merge-patch+json")
 
+    def scale(self, api_version: str, kind: str, name: str, namespace: str | None, replicas: int) -> dict[str, Any]:
+        """Set spec.replicas through the ``scale`` subresource, as ``kubectl scale`` does."""
+        return self._request("PATCH", self.path(api_version, kind, namespace, name) + "/scale",
+                             what=f"scale {kind} {name} to {replicas}",
+                             content=json.dumps({"spec": {"replicas": replicas}}),
+                             content_type="application/merge-patch+json")
+
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
         try:
             self._request("DELETE", self.path(api_version, kind, namespace, name), what=f"delete {kind} {name}")

@@ -117,3 +117,11 @@ def python_deployment(documents: Documents) -> dict[str, Any]:
         raise ValueError(f"expected one Python-instrumented Deployment in manifests/app, found {len(found)}")
     return found[0]
 
+
+
+def one_of_kind(documents: Documents, kind: str) -> dict[str, Any]:
+    """A copy of the one object of ``kind`` in the manifests (a ValueError when there is not exactly one)."""
+    found = [doc for _, doc in documents if doc["kind"] == kind]
+    if len(found) != 1:
+        raise ValueError(f"expected one {kind} in manifests/, found {len(found)}")
+    return copy.deepcopy(found[0])

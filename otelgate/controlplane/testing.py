@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from otelgate.controlplane import build
+from otelgate.controlplane import build, checks
 from otelgate.controlplane.cluster import ControlPlane, start
 from otelgate.controlplane.kube import Kube, KubeApiError
 from otelgate.procs import port_is_open
@@ -62,3 +64,31 @@ def wait_for(kube: Kube, api_version: str, kind: str, name: str, namespace: str,
             raise
 
     return poll_until(observe, bool, what=what, timeout=timeout, retry_on=(httpx.HTTPError,))
+
+
+def variant(original: dict[str, Any], name: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """A copy of a manifest object under another name (same namespace, so its Secrets and ServiceAccount exist),
+    changed by ``change``; server-managed metadata is dropped."""
+    doc = copy.deepcopy(original)
+    doc["metadata"] = {k: v for k, v in doc["metadata"].items() if k in ("namespace", "labels", "annotations")}
+    doc["metadata"]["name"] = name
+    change(doc)
+    return doc
+
+
+@contextmanager
+def applied_collector(kube: Kube, cr: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Apply a collector resource for one test; delete it and what the Operator made for it afterwards."""
+    try:
+        yield kube.apply(cr)
+    finally:
+        checks.delete_with_owned(kube, cr)
+
+
+@contextmanager
+def applied_object(kube: Kube, doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    meta = doc["metadata"]
+    try:
+        yield kube.apply(doc)
+    finally:
+        kube.delete(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"))
