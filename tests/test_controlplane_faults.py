@@ -58,6 +58,7 @@ def test_reconcile_check_names_a_deployment_that_did_not_follow(manifest_cr: dic
         with pytest.raises(checks.CheckFailed) as failed:
             checks.check_reconciled(kube, cr, timeout=FAULT_WAIT_S)
     said = str(failed.value)
+    print(said)  # what the check said, in the test report (pytest -rP)
     assert f"the resource's spec.image {OTHER_IMAGE!r}" in said, said
     assert "spec.networkPolicy.enabled is true but it owns 0 NetworkPolicies" in said, said
 
@@ -92,6 +93,7 @@ def test_ports_check_names_the_port_its_clients_miss(manifest_cr: dict[str, Any]
         with pytest.raises(checks.CheckFailed) as failed:
             checks.check_service_ports(kube, cr, refs, timeout=FAULT_WAIT_S)
     said = str(failed.value)
+    print(said)  # what the check said, in the test report (pytest -rP)
     assert "kong plugin opentelemetry" in said and "fault-ports-collector.otelgate-observability:4318: no such port" \
         in said, said
     assert "Instrumentation otelgate spec.exporter.endpoint" in said, said
@@ -111,6 +113,7 @@ def test_config_check_names_an_unlisted_difference(manifest_cr: dict[str, Any], 
         with pytest.raises(checks.CheckFailed) as failed:
             checks.check_rendered_config(kube, cr, manifest_cr["spec"]["config"], timeout=FAULT_WAIT_S)
     said = str(failed.value)
+    print(said)  # what the check said, in the test report (pytest -rP)
     assert "processors.batch.timeout: the Operator renders '1s', the local stack runs '200ms'" in said, said
 
 
@@ -125,6 +128,7 @@ def test_config_check_names_a_component_only_one_side_has(manifest_cr: dict[str,
         with pytest.raises(checks.CheckFailed) as failed:
             checks.check_rendered_config(kube, cr, manifest_cr["spec"]["config"], timeout=FAULT_WAIT_S)
     said = str(failed.value)
+    print(said)  # what the check said, in the test report (pytest -rP)
     assert "processors.batch/extra: the Operator renders {'timeout': '1s'}, the local stack runs nothing" in said, said
 
 
@@ -138,4 +142,5 @@ def test_scale_check_names_a_deployment_that_did_not_follow(manifest_cr: dict[st
         with pytest.raises(checks.CheckFailed) as failed:
             checks.check_scaled(kube, cr, 0, timeout=FAULT_WAIT_S)
     said = str(failed.value)
+    print(said)  # what the check said, in the test report (pytest -rP)
     assert "Deployment fault-scale-collector spec.replicas stayed 1 (the resource was scaled to 0)" in said, said
