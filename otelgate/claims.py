@@ -317,9 +317,11 @@ def wait_for_scrape_after(stack: Stack, after_ns: int, what: str, since_ns: int 
     return first
 
 
-def _traffic_then_scrape(stack: Stack, requests: int, url_path: str, started: int, baseline: int
+def _traffic_then_scrape(stack: Stack, requests: int, url_path: str, started: int, baseline: int, route: str
                          ) -> tuple[Traffic, claims_services.ServiceMetrics, list[Mapping[str, Any]]]:
-    services = claims_services.ServiceMetrics.before_traffic(stack, METRICS_ROUTE.service_path[1:], baseline,
+    quiet = claims_services.quiet_since(_kong_points(stack), route, baseline)
+    path = next((r.service_path for r in TOPOLOGY.routes.values() if r.kong_route == route), ("",))
+    services = claims_services.ServiceMetrics.before_traffic(stack, path[1:], quiet,
                                                              started, timing_of(stack).service_export, now_ns())
     traffic = send(stack.gateway_url, url_path, requests)
     require_ok(traffic, requests)
@@ -365,11 +367,11 @@ def check_metrics_delta_and_counts(
     """
     started = now_ns()
     baseline = latest_scrape(stack, started)
-    traffic, services, points = (_traffic_then_scrape(stack, requests, url_path, started, baseline) if baseline
+    traffic, services, points = (_traffic_then_scrape(stack, requests, url_path, started, baseline, route) if baseline
                                  else (None, None, []))
     if traffic is None or services is None or not _anchored(points, baseline, route):
         baseline = wait_for_scrape_after(stack, now_ns(), "a scrape before the traffic", since_ns=started)
-        traffic, services, points = _traffic_then_scrape(stack, requests, url_path, started, baseline)
+        traffic, services, points = _traffic_then_scrape(stack, requests, url_path, started, baseline, route)
     # on the Dynatrace-profile sink cumulative points are refused, not stored: the refusal check above decides;
     # assert_all_delta's docstring says what it adds (and it refuses to pass on no data)
     expect_metrics.assert_all_delta(points)

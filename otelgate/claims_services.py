@@ -150,6 +150,21 @@ def _newest(points: Sequence[Record], before_ns: int) -> int:
     return max((int(p["time_unix_nano"]) for p in points if int(p["time_unix_nano"]) < before_ns), default=0)
 
 
+def quiet_since(points: Sequence[Record], route: str, baseline: int) -> int:
+    """The start of the run of Kong scrape windows, ending at ``baseline``, in which the route's request counter (every
+    status code) moved by 0: no request of the route ended in between, so a service window opened after it holds
+    none of the requests before the traffic. ``baseline`` itself when the last window counted a request."""
+    counter = [p for p in points if p["name"] == TOPOLOGY.request_counter
+               and (p.get("attributes") or {}).get(TOPOLOGY.route_label) == route
+               and int(p["time_unix_nano"]) <= baseline]
+    since = baseline
+    while True:
+        window = [p for p in counter if int(p["time_unix_nano"]) == since]
+        if not window or expect_metrics.delta_total(window) != 0:
+            return since
+        since = min(int(p["start_unix_nano"]) for p in window)
+
+
 def _next_export(stack: Stack, service: str, after: int, wait: float, since_ns: int) -> int:
     """The time of ``service``'s newest export once it is after ``after``; after ``wait`` seconds, or once the sink
     refused metrics since ``since_ns``, the newest there is (the check judges what arrived)."""
@@ -175,9 +190,9 @@ class ServiceMetrics:
     def before_traffic(cls, stack: Stack, route_services: Sequence[str], kong_baseline: int, started: int,
                        wait: float, before_ns: int | None = None) -> ServiceMetrics:
         """Baselines for the services of ``route_services`` that export metrics on this stack. A baseline older
-        than Kong's, or none (a request Kong counted before its baseline may sit in the service's open window), is
-        replaced by the service's next export, waited for at most ``wait`` seconds (one comes every export
-        interval)."""
+        than ``kong_baseline`` (Kong's scrape before which every request of the route was counted, e.g.
+        :func:`quiet_since`), or none, may hold earlier requests in the service's open window: it is replaced by the
+        service's next export, waited for at most ``wait`` seconds (one comes every export interval)."""
         services = TOPOLOGY.exporting(getattr(stack, "name", ""), "metrics", route_services)  # fakes have none
         baselines: dict[str, int] = {}
         for service in services:

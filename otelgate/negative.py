@@ -71,6 +71,9 @@ def fact(text: str, key: str, test: Callable[[Any], bool], **also: Any) -> Evide
 
 COUNTED_NONE = EvidenceRule("requests sent, counter moved by 0", lambda e: bool(e.expected) and e.seen == 0
                             and e.facts.get("metric") == claims.REQUEST_COUNTER)
+BANDWIDTH_NONE = EvidenceRule("access logs carry the sizes, bandwidth counter moved by 0",
+                              lambda e: bool(e.expected) and e.seen == 0
+                              and e.facts.get("metric") == claims.TOPOLOGY.bandwidth_counter)
 WRAPPED = fact('the access logs\' trace_id is Kong\'s {"w3c": ...} map', "wrapped_trace_ids", lambda n: n > 0)
 JOIN_ELSEWHERE = fact("log trace_id names no stored trace; the request's Kong root is stored under another id",
                       "trace_stored_under_other_id", lambda n: n > 0)
@@ -156,6 +159,9 @@ CONTROLS: tuple[Control, ...] = (
             # A reload keeps Kong's shared-dict counters, so the old series stays exported, frozen: nothing is counted.
             # A fresh Kong (a rollout) has no series at all. Either way the request counter does not count traffic.
             {"metrics": expect("MISSING_METRIC", "NOT_COUNTED", evidence=COUNTED_NONE)}),
+    # added because `otelgate mutate` found bandwidth_metrics off surviving every claim
+    Control("prometheus bandwidth_metrics off", {"kong_plugin_config": {"prometheus": {"bandwidth_metrics": False}}},
+            {"metrics": expect("BANDWIDTH_MISMATCH", evidence=BANDWIDTH_NONE)}),
     Control("wrong Api-Token in the collector's exporter", {"exporter_token": WRONG_TOKEN},
             {suite: expect("SINK_REJECTIONS", evidence=rejected(suite, status=401))
              for suite in ("traces", "metrics", "logs")}),

@@ -323,7 +323,8 @@ def test_the_services_own_metrics_must_count_the_requests_they_served() -> None:
 
 
 def service_log(service: str, trace_id: str) -> dict[str, Any]:
-    return {"body": "GET /coupons -> 200", "attributes": {}, "trace_id": trace_id, "resource": {"service.name": service}}
+    return {"body": "GET /coupons -> 200", "attributes": {}, "trace_id": trace_id,
+            "resource": {"service.name": service}}
 
 
 def test_each_service_on_the_route_must_deliver_its_own_log_of_each_request(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -346,3 +347,24 @@ def test_each_service_on_the_route_must_deliver_its_own_log_of_each_request(monk
     stack.sink.log_records.append(service_log("membership", tids[2]))
     assert len(claims.check_access_logs(stack, requests=3)) == 3  # type: ignore[arg-type]
     assert claims.TOPOLOGY.exporting("kind", "logs", ("coupon", "membership")) == ()
+
+
+def counter_point(value: int, start: int, end: int, code: str = "200", route: str = "pricing-route") -> dict[str, Any]:
+    return {"name": claims.REQUEST_COUNTER, "type": "sum", "monotonic": True, "temporality": "DELTA", "value": value,
+            "start_unix_nano": start, "time_unix_nano": end, "attributes": {claims.ROUTE_LABEL: route, "code": code}}
+
+
+def test_a_service_baseline_needs_no_wait_once_kong_saw_the_route_quiet() -> None:
+    """The services' baseline may precede Kong's when Kong's last windows counted no request of the route."""
+    from otelgate import claims_services
+
+    points = [counter_point(1, 0, 5), counter_point(0, 5, 10), counter_point(0, 5, 10, "500"),
+              counter_point(0, 10, 15), counter_point(3, 10, 15, route="coupon-route")]
+    assert claims_services.quiet_since(points, "pricing-route", 15) == 5
+    assert claims_services.quiet_since([*points, counter_point(1, 10, 15, "500")], "pricing-route", 15) == 15
+    assert claims_services.quiet_since(points, "pricing-route", 5) == 5
+    sink = MetricSink(points=[service_point("pricing", 1, 7)])
+    started = time.monotonic()
+    watch = claims_services.ServiceMetrics.before_traffic(FakeStack(sink, name="local"),  # type: ignore[arg-type]
+                                                          ("pricing",), 5, 100, 2.0)
+    assert watch.baselines == {"pricing": 7} and time.monotonic() - started < 0.5

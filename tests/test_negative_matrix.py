@@ -64,6 +64,11 @@ def example_failure(fault: str, suite: str) -> ExpectationFailed:
         return ExpectationFailed("NOT_COUNTED", "20 requests sent, counted none",
                                  evidence=claims.Evidence(expected=20, seen=0,
                                                           facts={"metric": claims.REQUEST_COUNTER}))
+    if fault.startswith("prometheus bandwidth_metrics"):
+        from otelgate import claims_services
+
+        logs = [{"attributes": {"request.id": REQUEST, "request.size": 90, "response.size": 300, "started_at": 1}}]
+        return raised(claims_services.check_bandwidth, [], 0, "pricing-route", logs)
     if fault.startswith("wrong Api-Token"):
         return raised(expect_metrics.assert_no_rejections,
                       [rejection(suite, 401, "UNAUTHENTICATED", "Token Authentication failed")], suite)

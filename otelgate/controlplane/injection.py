@@ -31,6 +31,7 @@ LOCAL_ONLY: dict[str, str] = {
     "PYTHONUNBUFFERED": "service output reaches the stack's log files at once",
     "OTEL_BSP_SCHEDULE_DELAY": "test timing: spans leave the service within 200 ms (SDK default 5 s)",
     "OTEL_METRIC_EXPORT_INTERVAL": "test timing: metrics every 2 s (SDK default 60 s)",
+    "OTEL_BLRP_SCHEDULE_DELAY": "test timing: log records leave the service within 200 ms (SDK default 5 s)",
 }
 AUTO_INSTRUMENTATION_SUFFIX = "opentelemetry/instrumentation/auto_instrumentation"
 _REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")

@@ -29,6 +29,7 @@ from otelgate.demoapp.services import SERVICES
 # fast without changing what is exported.
 TEST_BSP_SCHEDULE_DELAY_MS = 200
 TEST_METRIC_EXPORT_INTERVAL_MS = 2000
+TEST_BLRP_SCHEDULE_DELAY_MS = 200  # log records, as spans (SDK default 5 s)
 INSTRUMENTATION_YAML = paths.manifest("otel/instrumentation.yaml")
 # the cluster's endpoint is replaced by the local collector's; every other variable is used as written
 _REWRITTEN_ENV = frozenset({"OTEL_EXPORTER_OTLP_ENDPOINT"})
@@ -92,6 +93,7 @@ class Instrumentation:
             "OTEL_TRACES_SAMPLER_ARG": self.sampler_arg,
             "OTEL_BSP_SCHEDULE_DELAY": str(self.bsp_schedule_delay_ms),
             "OTEL_METRIC_EXPORT_INTERVAL": str(self.metric_export_interval_ms),
+            "OTEL_BLRP_SCHEDULE_DELAY": str(TEST_BLRP_SCHEDULE_DELAY_MS),
             # what the real Operator renders from the pod (otelgate/demoapp/operator-python-injection.yaml), for a
             # Deployment `<service>` whose pod `<service>-local` runs on node `local`
             "OTEL_RESOURCE_ATTRIBUTES": operator_resource_attributes(service, pod),
