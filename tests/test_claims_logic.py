@@ -223,7 +223,10 @@ def test_access_logs_without_the_deployment_attribute_fail_the_logs_claim(monkey
 
 def test_a_service_that_records_a_not_sampled_parent_fails_the_traces_claim(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Instrumentation's sampler changed to traceidratio (ignores the parent): coupon records the request Kong
-    forwarded with flags 00. The old claim never sent such a request."""
+    forwarded with flags 00. The old claim never sent such a request. Kong keeps an incoming not-sampled flag
+    (Kong/kong@3.9.1 kong/observability/tracing/propagation/extractors/w3c.lua:56-58,
+    kong/plugins/opentelemetry/traces.lua:44,75, kong/pdk/tracing.lua:614-617), and so does the simulator
+    (otelgate/kongsim/propagation.py sampling_decision)."""
     sink = FakeSink(span_records=whole_trace("r0", trace_ids(1, 9)[0]))
     sent = fake_send(["r0"])
     incoming: list[str] = []
@@ -259,7 +262,10 @@ def sized_log(request_id: str, request_size: int, response_size: int) -> dict[st
 
 
 def test_bandwidth_deltas_must_equal_the_access_logs_sizes() -> None:
-    """bandwidth_metrics: false survived: nothing read kong_bandwidth_bytes."""
+    """bandwidth_metrics: false survived: nothing read kong_bandwidth_bytes. The oracle: Kong's prometheus plugin adds
+    the serialized message's request.size (ingress) and response.size (egress) (Kong/kong@3.9.1
+    kong/plugins/prometheus/handler.lua:43-46, incremented in kong/plugins/prometheus/exporter.lua:276-292), the same
+    message tcp-log sends as the access log."""
     from otelgate import claims_services
 
     records = [sized_log("r0", 100, 300), sized_log("r1", 110, 310)]
