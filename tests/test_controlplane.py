@@ -101,9 +101,12 @@ def _collector(kube: Kube, documents: Documents) -> dict[str, Any]:
 
 
 def test_operator_reconciles_the_collector(applied: object, kube: Kube, documents: Documents) -> None:
-    """Deployment (image, service account, env), ConfigMap, the three Services; no NetworkPolicy, since the resource
-    does not enable spec.networkPolicy (tests/test_controlplane_faults.py checks one that does)."""
-    checks.check_reconciled(kube, _collector(kube, documents))
+    """Deployment (image, service account, env), ConfigMap, the three Services, and the NetworkPolicy the resource
+    enables (selecting the collector's pods, admitting every container port)."""
+    cr = _collector(kube, documents)
+    assert (cr["spec"].get("networkPolicy") or {}).get("enabled") is True, \
+        "manifests/otel/collector.yaml no longer enables spec.networkPolicy"
+    checks.check_reconciled(kube, cr)
 
 
 def test_collector_service_exposes_every_port_its_clients_use(applied: object, kube: Kube,

@@ -54,19 +54,19 @@ def test_reconcile_check_names_a_deployment_that_did_not_follow(manifest_cr: dic
     cr = variant(manifest_cr, "fault-reconcile", lambda _doc: None)
     with applied_collector(kube, cr):
         checks.check_reconciled(kube, cr)  # control
-        _patch(kube, cr, {"managementState": "unmanaged", "image": OTHER_IMAGE, "networkPolicy": {"enabled": True}})
+        _patch(kube, cr, {"managementState": "unmanaged", "image": OTHER_IMAGE, "networkPolicy": {"enabled": False}})
         with pytest.raises(checks.CheckFailed) as failed:
             checks.check_reconciled(kube, cr, timeout=FAULT_WAIT_S)
     said = str(failed.value)
     print(said)  # what the check said, in the test report (pytest -rP)
     assert f"the resource's spec.image {OTHER_IMAGE!r}" in said, said
-    assert "spec.networkPolicy.enabled is true but it owns 0 NetworkPolicies" in said, said
+    assert "spec.networkPolicy is not enabled, yet it owns NetworkPolicy" in said, said
 
 
 def test_reconcile_check_passes_on_an_enabled_network_policy(manifest_cr: dict[str, Any], kube: Kube) -> None:
     """With spec.networkPolicy.enabled the Operator makes a NetworkPolicy selecting the collector's pods and
-    admitting its container ports (internal/manifests/collector/networkpolicy.go:17-63 at v0.148.0); the manifest
-    does not enable it, so on the cluster there is none (test_operator_reconciles_the_collector checks that)."""
+    admitting its container ports (internal/manifests/collector/networkpolicy.go:17-63 at v0.148.0), among them
+    every port Kong's plugins and the Instrumentation send to."""
     cr = variant(manifest_cr, "np-enabled", lambda doc: doc["spec"].update(networkPolicy={"enabled": True}))
     with applied_collector(kube, cr):
         checks.check_reconciled(kube, cr)
