@@ -105,7 +105,33 @@ def test_a_claim_that_fails_only_with_the_mutant_kills_it_and_the_stack_is_resto
     assert isinstance(applied, Path) and "sampling_rate: 0.0" in applied.read_text()
     assert stack.applied[-1] == {"kong_yaml": None} and not stack.mutated
     assert stack.sink.resets == 1  # nothing the mutant produced is judged with the next one
-    assert no_priming == [stack]    # primed after the restore, as the suites' warm-up does
+    assert no_priming == []         # a logs confirmation needs no priming: it is owed to the next claims
+
+
+def test_the_priming_owed_after_a_restore_comes_before_the_next_claims_that_need_it(
+        tmp_path: Path, mutants: dict[str, catalog.Mutant], originals: dict[str, Any], no_priming: list[object]
+) -> None:
+    stack = FakeStack()
+    seen: list[int] = []  # how many primings had happened when the traces claim ran
+
+    def traces(s: Any) -> None:
+        seen.append(len(no_priming))
+        claim(lambda st: st.settings.kong_yaml is not None and "sampling_rate: 0.0" in st.settings.kong_yaml
+              .read_text())(s)
+
+    metrics_fail = {"on": False}
+    runner = Runner(MANIFESTS, tmp_path, stack=stack,  # type: ignore[arg-type]
+                    claims=[("traces", traces), ("metrics", claim(lambda s: metrics_fail["on"] and s.mutated,
+                                                                  "NOT_COUNTED"))])
+    runner._checked = True
+    assert runner.judge(mutants[KONG_MUTANT], originals).killer == "traces"
+    assert no_priming == []  # restored, the traces confirmation ran without the owed priming
+    other = mutants["propagation:kong/kong.yaml:plugins[opentelemetry].config.propagation.inject"]
+    assert runner.judge(other, originals).verdict == SURVIVED
+    assert seen[-1] == 1 and no_priming == [stack]  # primed once, before the next mutant's claims
+    metrics_fail["on"] = True
+    assert runner.judge(other, originals).killer == "metrics"
+    assert no_priming == [stack, stack, stack]  # before its claims, and before the metrics confirmation
 
 
 def test_a_claim_that_also_fails_without_the_mutant_is_inconclusive_not_a_kill(

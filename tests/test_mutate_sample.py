@@ -6,6 +6,7 @@ The full catalog runs with ``otelgate mutate`` / ``nox -s mutate`` (docs/mutatio
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,13 +14,16 @@ import pytest
 
 from otelgate import paths
 from otelgate.mutate import catalog
-from otelgate.mutate.runner import KILLED, Runner
+from otelgate.mutate.runner import KILLED, Runner, lint_verdict, prepare_workspace
 from otelgate.stacks.base import Stack
 
 pytestmark = [pytest.mark.mutation, pytest.mark.stack, pytest.mark.timeout(600)]
 
-# one mutant per kind of mistake, decided fast: collector (auth, metrics conversion, log parsing, pipeline), Kong
-# (sampling, propagation, the trace_id snippet), Instrumentation (propagation, sampler, protocol)
+# one mutant per kind of mistake, decided fast, every verdict path once: collector mutants killed on the stack by
+# the traces (auth), metrics (conversion) and logs (trace parser) claims after a collector restart, and one lint kill
+# (the Dynatrace exporter off the traces pipeline); Kong mutants killed by traces (sampling, propagation) and logs (the
+# trace_id snippet) after a reload; Instrumentation mutants killed on the restarted services (a sampler ignoring
+# Kong's not-sampled parent) and by lint (b3 propagators, the grpc protocol towards the OTLP/HTTP port)
 SAMPLE = (
     "auth-header:otel/collector.yaml:exporters.otlp_http/dynatrace.headers.Authorization.scheme",
     "remove-processor:otel/collector.yaml:service.pipelines.metrics.processors.cumulative_to_delta",
@@ -28,16 +32,23 @@ SAMPLE = (
     "sampling-zero:kong/kong.yaml:plugins[opentelemetry].config.sampling_rate",
     "propagation:kong/kong.yaml:plugins[opentelemetry].config.propagation.inject",
     "custom-fields-lua:kong/kong.yaml:plugins[tcp-log].config.custom_fields_by_lua.trace_id.returns-table",
+    "sampler:otel/instrumentation.yaml:spec.sampler.type=traceidratio",
     "propagators:otel/instrumentation.yaml:spec.propagators=b3",
-    "sampler:otel/instrumentation.yaml:spec.sampler.type=always_off",
     "env-protocol:otel/instrumentation.yaml:spec.python.env.OTEL_EXPORTER_OTLP_PROTOCOL",
 )
 
 
-def test_the_sample_covers_all_three_files() -> None:
-    mutants = {m.id: m for m in catalog.generate(paths.manifests_dir())}
+def test_the_sample_covers_all_three_files_with_stack_and_lint_kills() -> None:
+    manifests = paths.manifests_dir()
+    mutants = {m.id: m for m in catalog.generate(manifests)}
     assert set(SAMPLE) <= set(mutants), set(SAMPLE) - set(mutants)
     assert len({mutants[i].file for i in SAMPLE}) == 3
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = prepare_workspace(manifests, Path(tmp))
+        by_lint = {i for i in SAMPLE if lint_verdict(mutants[i], workspace) is not None}
+    assert by_lint, "the sample should show lint's static kills too"
+    # each file has a mutant that needs the running stack (its apply path: reload, restart, services' restart)
+    assert {mutants[i].file for i in set(SAMPLE) - by_lint} == {mutants[i].file for i in SAMPLE}, by_lint
 
 
 def test_every_sampled_mutant_is_killed(stack: Stack, tmp_path: Path) -> None:

@@ -173,6 +173,9 @@ def _metrics(stack: Stack) -> None:
 # claim's baseline scrape would be counted in its window (a false COUNT_MISMATCH)
 CLAIMS: tuple[tuple[str, Callable[[Stack], None]], ...] = (
     ("traces", _traces), ("logs", _logs), ("metrics", _metrics), ("sampling", _sampling))
+# claims that want a primed stack before they run (the metrics claim counts from a scrape the collector has already
+# taken as cumulative_to_delta's baseline); traces and logs wait for their own request's data
+PRIMED_CLAIMS = frozenset({"metrics", "sampling"})
 
 
 def run_claims(stack: Stack, claims: Sequence[tuple[str, Callable[[Stack], None]]] = CLAIMS
@@ -192,10 +195,11 @@ def run_claims(stack: Stack, claims: Sequence[tuple[str, Callable[[Stack], None]
 
 
 def _settle(stack: Stack) -> None:
-    """Prime every route as the suites' warm-up does: after a restore (the sink emptied), and on a restarted
-    collector, whose first scrape is only cumulative_to_delta's baseline (without priming, the metrics claim saw one
-    window, NOT_ENOUGH_DATA, even on the unmutated manifests). Priming never fails: a signal the mutant breaks ends
-    its wait on a refusal or at the claims' timeout, and the claims that follow give the verdict."""
+    """Prime every route as the suites' warm-up does: after a restore (the sink emptied; deferred until claims need
+    it, see ``Runner._restore``), and on a restarted collector, whose first scrape is only cumulative_to_delta's
+    baseline (without priming, the metrics claim saw one window, NOT_ENOUGH_DATA, even on the unmutated manifests).
+    Priming never fails: a signal the mutant breaks ends its wait on a refusal or at the claims' timeout, and the
+    claims that follow give the verdict."""
     from otelgate import claims
 
     claims.prime(stack)
@@ -217,6 +221,7 @@ class Runner:
     _baseline: dict[str, Any] = field(default_factory=dict)
     _checked: bool = False
     _phases: dict[str, float] = field(default_factory=dict)
+    _unprimed: bool = False   # restored (sink emptied) but not primed yet: done before the claims next need it
 
     def workspace(self) -> Path:
         if self._workspace is None:
@@ -257,6 +262,9 @@ class Runner:
                                "not use this value): no check can judge it")
         stack = self._stack()
         setting = SETTING_OF[mutant.target]
+        if setting != "collector_yaml":  # a collector mutant's own restart is followed by a priming anyway
+            with self._phase("settle"):
+                self._ensure_primed()
         path = self.workdir / "mutants" / mutant.id.replace("/", "_").replace(":", "__") / Path(mutant.file).name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(mutant.text())
@@ -272,6 +280,7 @@ class Runner:
             if setting == "collector_yaml":
                 with self._phase("settle"):
                     _settle(stack)
+                    self._unprimed = False
             with self._phase("claims"):
                 failed = run_claims(stack, self.claims)
         finally:
@@ -293,6 +302,8 @@ class Runner:
         cause it failed with."""
         if self.stack is None:  # could not be restored: a fresh stack is checked before the next mutant
             return None
+        if claim in PRIMED_CLAIMS:
+            self._ensure_primed()
         failed = run_claims(self.stack, [c for c in self.claims if c[0] == claim])
         return None if failed is None else failed[1]
 
@@ -318,6 +329,12 @@ class Runner:
             raise RuntimeError(f"the gate is red on the unmutated manifests ({claim}: [{cause}] {evidence}); "
                                "mutants cannot be judged until it is green")
         self._checked = True
+        self._unprimed = False
+
+    def _ensure_primed(self) -> None:
+        if self._unprimed and self.stack is not None:
+            _settle(self.stack)
+            self._unprimed = False
 
     def _restore(self, setting: str) -> None:
         """Back to the manifests' own file; a stack that cannot go back is replaced by a fresh one."""
@@ -325,9 +342,12 @@ class Runner:
         try:
             self.stack.reconfigure(**{setting: None})
             # nothing the mutant produced may be judged with the next one (the metrics claim checks every Kong point
-            # in the sink for the deployment attribute): empty the sink, then prime as the suites' warm-up does
+            # in the sink for the deployment attribute): empty the sink. The priming the suites' warm-up does is
+            # owed until claims need it (a metrics or sampling confirmation, the next Kong or Instrumentation
+            # mutant's claims); a next collector mutant restarts the collector and primes after that restart anyway,
+            # so a priming here (~12 s after a collector restart: two 5 s scrapes) would be spent twice.
             self.stack.sink.reset()
-            _settle(self.stack)
+            self._unprimed = True
         except Exception:
             with contextlib.suppress(Exception):
                 self.stack.close()
