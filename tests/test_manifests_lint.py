@@ -554,3 +554,9 @@ def test_dynatrace_exporter_without_retries_or_queue(copy: Path, setting: str, f
     edit(copy, "otel/collector.yaml",
          lambda docs: _collector_config(docs)["exporters"]["otlp_http/dynatrace"][setting].update(enabled=False))
     only(lint_manifests(copy), f"exporter otlp_http/dynatrace: {fragment}", "429")
+
+
+def test_json_parser_without_parse_ints(copy: Path) -> None:
+    edit(copy, "otel/collector.yaml", lambda docs: _tcp_log_operators(docs)[0].update(parse_ints=False))
+    only(lint_manifests(copy), "operators[0] (json_parser) parses Kong's log line without parse_ints: true",
+         "as doubles")

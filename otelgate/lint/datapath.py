@@ -165,6 +165,12 @@ def check_tcp_log_fields(m: Manifests, c: CollectorFacts, kong: dict[str, Any]) 
             return  # the operators after it read what it did not parse: one finding says it
         if str(operator.get("type", "")).endswith("_parser") and own == "body" and parsed_into is None:
             parsed_into = str(operator.get("parse_to", "attributes"))  # its timestamp/trace_id read the result
+            if operator.get("type") == "json_parser" and operator.get("parse_ints") is not True:
+                m.add(c.file, f"{where} parses Kong's log line without parse_ints: true, so its integers "
+                              f"(response.status, request.size, latencies.*) reach Dynatrace as doubles (200.0); "
+                              f"the json_parser parses numbers as float64 by default "
+                              f"(open-telemetry/opentelemetry-collector-contrib@v0.165.0 pkg/stanza/docs/operators/"
+                              f"json_parser.md:17)")
         for path, value in _parse_froms(operator):
             if problem := _unknown_field(str(value), parsed_into, fields):
                 m.add(c.file, f"{where} {path} = {value!r}: {problem}")
