@@ -107,14 +107,21 @@ def test_config_check_names_an_unlisted_difference(manifest_cr: dict[str, Any], 
     with applied_collector(kube, cr):
         checks.check_rendered_config(kube, cr, manifest_cr["spec"]["config"])  # control
         _patch(kube, cr, {"config": {"processors": {"batch": {"timeout": "1s"}}}})
-        poll_until(lambda: checks.lookup(checks.rendered_config(kube, cr), ("processors", "batch", "timeout")),
-                   "1s".__eq__, what="the Operator to render the changed batch timeout 1s", timeout=60.0,
-                   retry_on=(checks.CheckFailed,))
-        with pytest.raises(checks.CheckFailed) as failed:
-            checks.check_rendered_config(kube, cr, manifest_cr["spec"]["config"], timeout=FAULT_WAIT_S)
+        said = _config_check_once_rendered(kube, cr, manifest_cr, ("processors", "batch", "timeout"), "1s")
+    assert "processors.batch.timeout: the Operator renders '1s', the local stack runs '200ms'" in said, said
+
+
+def _config_check_once_rendered(kube: Kube, cr: dict[str, Any], manifest_cr: dict[str, Any],
+                                path: tuple[str, ...], rendered: object) -> str:
+    """What the config check says once the Operator has rendered ``rendered`` at ``path`` (printed for the report)."""
+    poll_until(lambda: checks.lookup(checks.rendered_config(kube, cr), path), rendered.__eq__,
+               what=f"the Operator to render {'.'.join(path)} = {rendered!r}", timeout=60.0,
+               retry_on=(checks.CheckFailed,))
+    with pytest.raises(checks.CheckFailed) as failed:
+        checks.check_rendered_config(kube, cr, manifest_cr["spec"]["config"], timeout=FAULT_WAIT_S)
     said = str(failed.value)
     print(said)  # what the check said, in the test report (pytest -rP)
-    assert "processors.batch.timeout: the Operator renders '1s', the local stack runs '200ms'" in said, said
+    return said
 
 
 def test_config_check_names_a_component_only_one_side_has(manifest_cr: dict[str, Any], kube: Kube) -> None:
@@ -122,13 +129,7 @@ def test_config_check_names_a_component_only_one_side_has(manifest_cr: dict[str,
     local side."""
     cr = variant(manifest_cr, "fault-config-extra", _set(("processors", "batch/extra"), {"timeout": "1s"}))
     with applied_collector(kube, cr):
-        poll_until(lambda: checks.lookup(checks.rendered_config(kube, cr), ("processors", "batch/extra")),
-                   {"timeout": "1s"}.__eq__, what="the Operator to render processor batch/extra", timeout=60.0,
-                   retry_on=(checks.CheckFailed,))
-        with pytest.raises(checks.CheckFailed) as failed:
-            checks.check_rendered_config(kube, cr, manifest_cr["spec"]["config"], timeout=FAULT_WAIT_S)
-    said = str(failed.value)
-    print(said)  # what the check said, in the test report (pytest -rP)
+        said = _config_check_once_rendered(kube, cr, manifest_cr, ("processors", "batch/extra"), {"timeout": "1s"})
     assert "processors.batch/extra: the Operator renders {'timeout': '1s'}, the local stack runs nothing" in said, said
 
 
