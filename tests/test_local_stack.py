@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class Request:
     request_id: str
     trace_id: str
     spans: list[dict[str, Any]]
+    access_logs: tuple[dict[str, Any], ...] = ()
 
 
 def _kong_root(local: LocalStack, request_id: str) -> dict[str, Any]:
@@ -68,7 +69,12 @@ def _get_coupons(local: LocalStack) -> Request:
 
 @pytest.fixture(scope="module")
 def coupon_request(local: LocalStack) -> Request:
-    return _get_coupons(local)
+    """One request, complete in the sink (trace settled and its access log stored) before any test of the module
+    runs: tests that restart Kong or the collector may run next, and a restart loses what is still queued."""
+    request = _get_coupons(local)
+    logs = poll_until(lambda: _access_logs(local, request.request_id), bool,
+                      what=f"the access log of request {request.request_id}", timeout=20)
+    return replace(request, access_logs=tuple(logs))
 
 
 def _one(spans: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
@@ -137,9 +143,8 @@ def _access_logs(local: LocalStack, request_id: str) -> list[dict[str, Any]]:
     return [r for r in local.sink.logs() if _attribute(r, "request.id") == request_id]
 
 
-def test_access_log_carries_the_plain_trace_id_of_its_trace(local: LocalStack, coupon_request: Request) -> None:
-    logs = poll_until(lambda: _access_logs(local, coupon_request.request_id), bool,
-                      what=f"the access log of request {coupon_request.request_id}", timeout=20)
+def test_access_log_carries_the_plain_trace_id_of_its_trace(coupon_request: Request) -> None:
+    logs = coupon_request.access_logs
     assert len(logs) == 1
     record = logs[0]
     assert _attribute(record, "trace_id") == coupon_request.trace_id
