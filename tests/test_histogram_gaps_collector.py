@@ -19,7 +19,12 @@ import pytest
 from otelgate import claims
 from otelgate.collector.config import CollectorPorts, derive_local_config, load_collector_resource, local_env
 from otelgate.collector.process import CollectorProcess
-from otelgate.collector.testing import attach_log_on_failure, collector_binary_or_skip, serve_exposition
+from otelgate.collector.testing import (
+    attach_log_on_failure,
+    collector_binary_or_skip,
+    kong_latency_histogram,
+    serve_exposition,
+)
 from otelgate.expect.errors import ExpectationFailed
 from otelgate.expect.metrics import HistogramWindowLost
 from otelgate.sink.server import SinkServer
@@ -28,7 +33,6 @@ from otelgate.sink.testing import fake_token
 pytestmark = pytest.mark.collector
 
 ROUTE = claims.METRICS_ROUTE.kong_route
-BOUNDS_MS = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)  # exporter.lua:24
 SCRAPES_WANTED = 5  # histogram points exported: scrape 1 is cumulative_to_delta's baseline, scrape 3 grows
 
 
@@ -51,13 +55,7 @@ class KongRoute:
                      f'kong_http_requests_total{{service="pricing",route="{ROUTE}",code="200",source="service",'
                      f'workspace="default",consumer=""}} {total}',
                      "# TYPE kong_request_latency_ms histogram"]
-            for le in BOUNDS_MS:
-                count = sum(1 for v in self.latencies if v <= le)
-                if count:
-                    lines.append(f'kong_request_latency_ms_bucket{{{route},le="{le}"}} {count}')
-            lines += [f'kong_request_latency_ms_bucket{{{route},le="+Inf"}} {total}',
-                      f"kong_request_latency_ms_count{{{route}}} {total}",
-                      f"kong_request_latency_ms_sum{{{route}}} {sum(self.latencies):g}"]
+            lines += kong_latency_histogram(route, self.latencies)
         return "\n".join(lines) + "\n"
 
 

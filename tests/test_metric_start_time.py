@@ -22,13 +22,17 @@ import pytest
 
 from otelgate.collector.config import CollectorPorts, derive_local_config, load_collector_resource, local_env
 from otelgate.collector.process import CollectorProcess
-from otelgate.collector.testing import attach_log_on_failure, collector_binary_or_skip, serve_exposition
+from otelgate.collector.testing import (
+    attach_log_on_failure,
+    collector_binary_or_skip,
+    kong_latency_histogram,
+    serve_exposition,
+)
 from otelgate.sink.server import SinkServer
 from otelgate.sink.testing import fake_token
 
 pytestmark = pytest.mark.collector
 
-BOUNDS_MS = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)  # kong_request_latency_ms
 LABELS = 'service="pricing",route="pricing-route",workspace="default"'
 EARLIER = 10           # requests Kong served before the collector started, all slow (300 ms)
 PER_SCRAPE = 2         # requests between two scrapes; from the third scrape on one of them is fast (20 ms)
@@ -48,13 +52,7 @@ class GrowingHistogram:
             self.scrapes += 1
             self.latencies += [20.0, 300.0] if self.scrapes >= 3 else [300.0] * PER_SCRAPE
             lines = ["# TYPE kong_request_latency_ms histogram"]
-            for le in BOUNDS_MS:
-                count = sum(1 for v in self.latencies if v <= le)
-                if count:  # a bucket no request fell into has no key in Kong's shared dict
-                    lines.append(f'kong_request_latency_ms_bucket{{{LABELS},le="{le}"}} {count}')
-            lines += [f'kong_request_latency_ms_bucket{{{LABELS},le="+Inf"}} {len(self.latencies)}',
-                      f"kong_request_latency_ms_count{{{LABELS}}} {len(self.latencies)}",
-                      f"kong_request_latency_ms_sum{{{LABELS}}} {sum(self.latencies):g}"]
+            lines += kong_latency_histogram(LABELS, self.latencies)
         return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -116,3 +116,22 @@ def serve_exposition(render: Callable[[], str]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# Kong 3.9.1's default kong_request_latency_ms buckets (Kong/kong@3.9.1 kong/plugins/prometheus/exporter.lua:24)
+KONG_LATENCY_BOUNDS_MS = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)
+
+
+def kong_latency_histogram(labels: str, latencies: Sequence[float],
+                           bounds: Iterable[int] = KONG_LATENCY_BOUNDS_MS) -> list[str]:
+    """Kong's exposition lines of kong_request_latency_ms for one label set (``labels`` without braces): a bucket
+    line only for the bounds some request fell into (a bucket no request reached has no key in Kong's shared dict),
+    then +Inf, count and sum."""
+    lines: list[str] = []
+    for le in bounds:
+        count = sum(1 for v in latencies if v <= le)
+        if count:
+            lines.append(f'kong_request_latency_ms_bucket{{{labels},le="{le}"}} {count}')
+    return [*lines, f'kong_request_latency_ms_bucket{{{labels},le="+Inf"}} {len(latencies)}',
+            f"kong_request_latency_ms_count{{{labels}}} {len(latencies)}",
+            f"kong_request_latency_ms_sum{{{labels}}} {sum(latencies):g}"]
